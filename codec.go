@@ -1,0 +1,417 @@
+package pgsession
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Serializer encodes session values for storage. Implementations must be
+// safe for concurrent use, must not keep references to the data they are
+// given, and must return an error, never panic, on data they cannot decode.
+//
+// Encoding equal values twice should give equal bytes: the store compares
+// encodings to skip writing sessions that did not change.
+type Serializer interface {
+	Serialize(values map[any]any) ([]byte, error)
+	Deserialize(data []byte, values map[any]any) error
+}
+
+// Encoding format tags: the first byte of every encoding.
+const (
+	formatCompact byte = 1
+	formatGob     byte = 2
+)
+
+// Value type tags of the compact format.
+const (
+	tagNil byte = iota + 1
+	tagString
+	tagBytes
+	tagNilBytes
+	tagFalse
+	tagTrue
+	tagInt
+	tagInt8
+	tagInt16
+	tagInt32
+	tagInt64
+	tagUint
+	tagUint8
+	tagUint16
+	tagUint32
+	tagUint64
+	tagFloat32
+	tagFloat64
+	tagTime
+)
+
+// DefaultSerializer is the store's default Serializer. Sessions whose keys
+// are all strings and whose values are all nil, string, []byte, bool, any
+// int, uint or float kind, or time.Time use a compact binary encoding that
+// keeps each value's exact Go type. Any other session is encoded with gob,
+// as GobSerializer does, so it round-trips whatever gob does (types must be
+// registered with gob.Register, as for gorilla's own stores).
+type DefaultSerializer struct{}
+
+// Serialize implements Serializer.
+func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
+	if !compactable(values) {
+		return GobSerializer{}.Serialize(values)
+	}
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k.(string))
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, 64)
+	b = append(b, formatCompact)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendString(b, k)
+		b = appendValue(b, values[k])
+	}
+	return b, nil
+}
+
+// Deserialize implements Serializer. It decodes both encodings.
+func (DefaultSerializer) Deserialize(data []byte, values map[any]any) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty", ErrCorrupt)
+	}
+	switch data[0] {
+	case formatCompact:
+		return decodeCompact(data[1:], values)
+	case formatGob:
+		return GobSerializer{}.Deserialize(data, values)
+	}
+	return fmt.Errorf("%w: unknown format %d", ErrCorrupt, data[0])
+}
+
+// compactable reports whether every key is a string and every value has a
+// type the compact format keeps exactly.
+func compactable(values map[any]any) bool {
+	for k, v := range values {
+		if _, ok := k.(string); !ok {
+			return false
+		}
+		switch v.(type) {
+		case nil, string, []byte, bool, int, int8, int16, int32, int64,
+			uint, uint8, uint16, uint32, uint64, float32, float64, time.Time:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendValue(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, tagNil)
+	case string:
+		return appendString(append(b, tagString), v)
+	case []byte:
+		if v == nil {
+			return append(b, tagNilBytes)
+		}
+		b = binary.AppendUvarint(append(b, tagBytes), uint64(len(v)))
+		return append(b, v...)
+	case bool:
+		if v {
+			return append(b, tagTrue)
+		}
+		return append(b, tagFalse)
+	case int:
+		return binary.AppendVarint(append(b, tagInt), int64(v))
+	case int8:
+		return binary.AppendVarint(append(b, tagInt8), int64(v))
+	case int16:
+		return binary.AppendVarint(append(b, tagInt16), int64(v))
+	case int32:
+		return binary.AppendVarint(append(b, tagInt32), int64(v))
+	case int64:
+		return binary.AppendVarint(append(b, tagInt64), v)
+	case uint:
+		return binary.AppendUvarint(append(b, tagUint), uint64(v))
+	case uint8:
+		return binary.AppendUvarint(append(b, tagUint8), uint64(v))
+	case uint16:
+		return binary.AppendUvarint(append(b, tagUint16), uint64(v))
+	case uint32:
+		return binary.AppendUvarint(append(b, tagUint32), uint64(v))
+	case uint64:
+		return binary.AppendUvarint(append(b, tagUint64), v)
+	case float32:
+		return binary.LittleEndian.AppendUint32(append(b, tagFloat32), math.Float32bits(v))
+	case float64:
+		return binary.LittleEndian.AppendUint64(append(b, tagFloat64), math.Float64bits(v))
+	case time.Time:
+		// MarshalBinary fails only for offsets that are not whole minutes
+		// or out of range; fall back to the same instant in UTC then, which
+		// is what gob (also MarshalBinary) could not have kept either.
+		t, err := v.MarshalBinary()
+		if err != nil {
+			t, _ = v.UTC().MarshalBinary()
+		}
+		b = binary.AppendUvarint(append(b, tagTime), uint64(len(t)))
+		return append(b, t...)
+	}
+	panic("pgsession: appendValue called with a type compactable rejects") // unreachable
+}
+
+// reader decodes the compact format with bounds checks everywhere.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: bad %s", ErrCorrupt, what)
+	}
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.fail("length")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail("length")
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) fixed(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > len(r.b) {
+		r.fail("length")
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// signed reads a varint that must fit in bits bits.
+func (r *reader) signed(bits int) int64 {
+	v := r.varint()
+	if bits < 64 && (v < -1<<(bits-1) || v >= 1<<(bits-1)) {
+		r.fail("integer range")
+		return 0
+	}
+	return v
+}
+
+// unsigned reads a uvarint that must fit in bits bits.
+func (r *reader) unsigned(bits int) uint64 {
+	v := r.uvarint()
+	if bits < 64 && v >= 1<<bits {
+		r.fail("integer range")
+		return 0
+	}
+	return v
+}
+
+func decodeCompact(data []byte, values map[any]any) error {
+	r := &reader{b: data}
+	n := r.uvarint()
+	// Every entry takes at least two bytes: this bounds n by the input, so
+	// a corrupt count cannot make us loop or allocate without limit.
+	if r.err == nil && n > uint64(len(r.b))/2 {
+		r.fail("entry count")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		k := string(r.bytes())
+		var v any
+		switch tag := r.byte(); tag {
+		case tagNil:
+			v = nil
+		case tagString:
+			v = string(r.bytes())
+		case tagBytes:
+			v = bytes.Clone(r.bytes())
+			if v.([]byte) == nil {
+				v = []byte{}
+			}
+		case tagNilBytes:
+			v = []byte(nil)
+		case tagFalse:
+			v = false
+		case tagTrue:
+			v = true
+		case tagInt:
+			v = int(r.signed(strconvIntSize))
+		case tagInt8:
+			v = int8(r.signed(8))
+		case tagInt16:
+			v = int16(r.signed(16))
+		case tagInt32:
+			v = int32(r.signed(32))
+		case tagInt64:
+			v = r.signed(64)
+		case tagUint:
+			v = uint(r.unsigned(strconvIntSize))
+		case tagUint8:
+			v = uint8(r.unsigned(8))
+		case tagUint16:
+			v = uint16(r.unsigned(16))
+		case tagUint32:
+			v = uint32(r.unsigned(32))
+		case tagUint64:
+			v = r.unsigned(64)
+		case tagFloat32:
+			if b := r.fixed(4); b != nil {
+				v = math.Float32frombits(binary.LittleEndian.Uint32(b))
+			}
+		case tagFloat64:
+			if b := r.fixed(8); b != nil {
+				v = math.Float64frombits(binary.LittleEndian.Uint64(b))
+			}
+		case tagTime:
+			var t time.Time
+			if b := r.bytes(); r.err == nil {
+				if err := t.UnmarshalBinary(b); err != nil {
+					return fmt.Errorf("%w: time value: %v", ErrCorrupt, err)
+				}
+			}
+			v = t
+		default:
+			if r.err == nil {
+				return fmt.Errorf("%w: unknown value tag %d", ErrCorrupt, tag)
+			}
+		}
+		if r.err != nil {
+			break
+		}
+		values[k] = v
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(r.b))
+	}
+	return nil
+}
+
+const strconvIntSize = 32 << (^uint(0) >> 63)
+
+// GobSerializer encodes session values with encoding/gob, like gorilla's
+// own stores, with entries in a stable order so that equal values encode to
+// equal bytes. Custom types must be registered with gob.Register.
+type GobSerializer struct{}
+
+// Serialize implements Serializer.
+func (GobSerializer) Serialize(values map[any]any) ([]byte, error) {
+	type kv struct {
+		sortKey string
+		k, v    any
+	}
+	entries := make([]kv, 0, len(values))
+	for k, v := range values {
+		sk, ok := k.(string)
+		if ok {
+			sk = "\x00" + sk // string keys first, then others by type and value
+		} else {
+			sk = fmt.Sprintf("%T\x00%v", k, k)
+		}
+		entries = append(entries, kv{sk, k, v})
+	}
+	slices.SortFunc(entries, func(a, b kv) int { return strings.Compare(a.sortKey, b.sortKey) })
+	pairs := make([]any, 0, 2*len(entries))
+	for _, e := range entries {
+		pairs = append(pairs, e.k, e.v)
+	}
+	var buf bytes.Buffer
+	buf.WriteByte(formatGob)
+	if err := gob.NewEncoder(&buf).Encode(pairs); err != nil {
+		return nil, fmt.Errorf("gob encode session values: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Deserialize implements Serializer.
+func (GobSerializer) Deserialize(data []byte, values map[any]any) (err error) {
+	if len(data) == 0 || data[0] != formatGob {
+		return fmt.Errorf("%w: not a gob encoding", ErrCorrupt)
+	}
+	// gob and the map assignment below (a key whose dynamic type holds a
+	// slice or map) can panic on hostile input: a corrupt row must be an
+	// error, never a crash.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, p)
+		}
+	}()
+	var pairs []any
+	dec := gob.NewDecoder(bytes.NewReader(data[1:]))
+	if err := dec.Decode(&pairs); err != nil {
+		return fmt.Errorf("%w: gob: %v", ErrCorrupt, err)
+	}
+	if len(pairs)%2 != 0 {
+		return fmt.Errorf("%w: odd number of gob items", ErrCorrupt)
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		k := pairs[i]
+		if k == nil || !reflect.TypeOf(k).Comparable() {
+			return fmt.Errorf("%w: key of type %T cannot be a map key", ErrCorrupt, k)
+		}
+		values[k] = pairs[i+1]
+	}
+	return nil
+}
+

@@ -1,0 +1,213 @@
+package pgsession
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/sessions"
+)
+
+// Defaults used for the zero value of the matching Config field.
+const (
+	DefaultTable             = "http_sessions"
+	DefaultCookieMaxAge      = 30 * 24 * 60 * 60 // seconds: 30 days
+	DefaultCacheSize         = 10000
+	DefaultMaxLength         = 64 << 10
+	DefaultBrowserSessionTTL = 24 * time.Hour
+	DefaultRefreshAfter      = 5 * time.Minute
+)
+
+// minHashKeyLen is the shortest accepted securecookie hash key.
+const minHashKeyLen = 32
+
+// maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer names are truncated
+// by the server, so two different configured names could silently meet.
+const maxIdentifierLen = 63
+
+// Config configures a Store. The zero value of every field but KeyPairs means
+// "use the default"; where a feature can be turned off, a negative value does
+// that. The Config is copied by New: changing it afterwards has no effect.
+type Config struct {
+	// KeyPairs are securecookie hash and block key pairs, as in
+	// securecookie.CodecsFromPairs: hash key, block key, hash key, block key,
+	// ... The first pair signs (and, with a block key, encrypts) new cookies;
+	// later pairs are still accepted for reading, which is how keys are
+	// rotated. Hash keys must be at least 32 bytes (use
+	// securecookie.GenerateRandomKey(64)); a block key is empty (no
+	// encryption) or 16, 24 or 32 bytes (AES-128, -192, -256). Required.
+	KeyPairs [][]byte
+
+	// Cookie holds the cookie attributes given to every new session. Each
+	// session gets its own copy, so a handler may change them per session.
+	// Default: Path "/", MaxAge 30 days, HttpOnly, SameSite Lax. When set it
+	// is used as given, except that an empty Path becomes "/".
+	//
+	// MaxAge also sets how long the session lives in the database. MaxAge 0
+	// is a browser-session cookie: its row lives for BrowserSessionTTL after
+	// the last write. Saving a session with MaxAge < 0 deletes it.
+	Cookie *sessions.Options
+
+	// Schema is the schema of the session table. Default: none, so the
+	// table is found through the connection's search_path.
+	Schema string
+
+	// Table is the name of the session table. Default "http_sessions".
+	// Names are quoted, so any valid PostgreSQL identifier works, case
+	// included.
+	Table string
+
+	// SkipCreateTable stops New from creating the table and its index; New
+	// then only checks that the table can be read. Use it when the schema is
+	// provisioned by a migration (see schema.sql) and the store runs as a
+	// role without CREATE.
+	SkipCreateTable bool
+
+	// CacheSize is the number of sessions kept in the in-process cache.
+	// Default 10000; negative disables the cache, so every Get reads the
+	// database.
+	CacheSize int
+
+	// MaxLength is the largest encoded session, in bytes, that Save will
+	// store; a larger one fails with ErrTooLarge. Default 64 KiB.
+	MaxLength int
+
+	// Serializer encodes session values. Default: DefaultSerializer, a
+	// compact encoding for string keys with basic values and gob for
+	// anything else.
+	Serializer Serializer
+
+	// Logger receives the store's diagnostics. Default: discard.
+	Logger *slog.Logger
+
+	// BrowserSessionTTL is how long the row of a session saved with cookie
+	// MaxAge 0 (a browser-session cookie) lives after its last write: the
+	// browser keeps such a cookie until it is closed, which the server
+	// cannot observe. Default 24 hours.
+	BrowserSessionTTL time.Duration
+
+	// RefreshAfter is how far the stored expiry may lag behind the one a
+	// Save would set before an unchanged session is written again.
+	//
+	// A Save whose encoded values equal what this instance knows to be
+	// stored costs no database round trip, as long as the stored expiry is
+	// at most min(RefreshAfter, lifetime/10) behind now+lifetime, where
+	// lifetime is the cookie MaxAge (or BrowserSessionTTL). Past that, Save
+	// extends the expiry with a short UPDATE that leaves data and version
+	// alone. So an active session that does not change is written at most
+	// once per RefreshAfter, and expires at most that much earlier than a
+	// store that writes on every request would let it. Default 5 minutes;
+	// negative means never lag: every Save of an unchanged session extends
+	// its expiry.
+	RefreshAfter time.Duration
+}
+
+// withDefaults returns a copy of c with defaults applied, or an error
+// wrapping ErrInvalidConfig.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.KeyPairs) == 0 {
+		return c, fmt.Errorf("%w: KeyPairs is required (a hash key of at least %d bytes)", ErrInvalidConfig, minHashKeyLen)
+	}
+	for i, k := range c.KeyPairs {
+		if i%2 == 0 {
+			if len(k) < minHashKeyLen {
+				return c, fmt.Errorf("%w: KeyPairs[%d] is a hash key of %d bytes, want at least %d (use securecookie.GenerateRandomKey(64))", ErrInvalidConfig, i, len(k), minHashKeyLen)
+			}
+			continue
+		}
+		switch len(k) {
+		case 0, 16, 24, 32:
+		default:
+			return c, fmt.Errorf("%w: KeyPairs[%d] is a block key of %d bytes, want 0, 16, 24 or 32", ErrInvalidConfig, i, len(k))
+		}
+	}
+
+	if c.Cookie == nil {
+		c.Cookie = &sessions.Options{
+			Path:     "/",
+			MaxAge:   DefaultCookieMaxAge,
+			HttpOnly: true,
+			SameSite: http.SameSiteLaxMode,
+		}
+	} else {
+		o := *c.Cookie
+		if o.Path == "" {
+			o.Path = "/"
+		}
+		c.Cookie = &o
+	}
+
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if err := checkIdentifier("Table", c.Table); err != nil {
+		return c, err
+	}
+	if c.Schema != "" {
+		if err := checkIdentifier("Schema", c.Schema); err != nil {
+			return c, err
+		}
+	}
+
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+	switch {
+	case c.MaxLength == 0:
+		c.MaxLength = DefaultMaxLength
+	case c.MaxLength < 0:
+		return c, fmt.Errorf("%w: MaxLength %d is negative", ErrInvalidConfig, c.MaxLength)
+	}
+	if c.Serializer == nil {
+		c.Serializer = DefaultSerializer{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case c.BrowserSessionTTL == 0:
+		c.BrowserSessionTTL = DefaultBrowserSessionTTL
+	case c.BrowserSessionTTL < time.Second:
+		return c, fmt.Errorf("%w: BrowserSessionTTL %v is shorter than a second", ErrInvalidConfig, c.BrowserSessionTTL)
+	}
+	switch {
+	case c.RefreshAfter == 0:
+		c.RefreshAfter = DefaultRefreshAfter
+	case c.RefreshAfter < 0:
+		c.RefreshAfter = 0
+	}
+	return c, nil
+}
+
+func checkIdentifier(field, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalidConfig, field)
+	case len(name) > maxIdentifierLen:
+		return fmt.Errorf("%w: %s %q is %d bytes, PostgreSQL allows %d", ErrInvalidConfig, field, name, len(name), maxIdentifierLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidConfig, field, name)
+	}
+	for _, r := range name {
+		if r == 0 {
+			return fmt.Errorf("%w: %s %q contains a NUL byte", ErrInvalidConfig, field, name)
+		}
+	}
+	return nil
+}
+
+// rowLifetime is how long a row written with cookie MaxAge maxAge lives.
+func (c *Config) rowLifetime(maxAge int) time.Duration {
+	if maxAge > 0 {
+		return time.Duration(maxAge) * time.Second
+	}
+	return c.BrowserSessionTTL
+}
+
+// refreshLag is how far a stored expiry may lag before an unchanged Save
+// writes it again.
+func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
+	return min(c.RefreshAfter, lifetime/10)
+}

@@ -1,0 +1,24 @@
+package pgsession
+
+import "errors"
+
+// Sentinel errors. Errors returned by the store wrap one of these where the
+// cause is the store's own; test for them with errors.Is.
+var (
+	// ErrClosed is returned by every operation on a Store after Close.
+	ErrClosed = errors.New("pgsession: store closed")
+
+	// ErrTooLarge is returned by Save when the encoded session is longer than
+	// Config.MaxLength. Nothing is written and the stored session is unchanged.
+	ErrTooLarge = errors.New("pgsession: session too large")
+
+	// ErrInvalidConfig is wrapped by New when the configuration cannot work.
+	ErrInvalidConfig = errors.New("pgsession: invalid config")
+
+	// ErrInvalidID is returned by Save when session.ID was changed to
+	// something this store did not issue.
+	ErrInvalidID = errors.New("pgsession: invalid session id")
+
+	// ErrCorrupt is wrapped when stored session data cannot be decoded.
+	ErrCorrupt = errors.New("pgsession: corrupt session data")
+)

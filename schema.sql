@@ -1,0 +1,12 @@
+-- pgsession session table. New runs this (with the configured schema and
+-- table names in place of http_sessions) unless Config.SkipCreateTable is
+-- set; apply it yourself to provision the table by migration.
+CREATE TABLE IF NOT EXISTS http_sessions (
+    key_hash   bytea       PRIMARY KEY,             -- SHA-256 of the session token
+    data       bytea       NOT NULL,                -- encoded session values
+    version    bigint      NOT NULL DEFAULT 1,      -- +1 on every write of data
+    expires_at timestamptz NOT NULL,                -- set from the database clock
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS http_sessions_expires_at_idx ON http_sessions (expires_at);

@@ -1,0 +1,40 @@
+package pgsession
+
+import "sync/atomic"
+
+// Stats is a snapshot of a Store's counters, from its creation on.
+type Stats struct {
+	CacheHits      int64 // Gets served from the in-process cache
+	CacheMisses    int64 // Gets of a valid cookie that the cache could not serve
+	Loads          int64 // SELECTs run for cache misses (concurrent misses of one session share one)
+	Saves          int64 // sessions written to the database (insert or update)
+	SavesSkipped   int64 // Saves that needed no database round trip: values and expiry unchanged
+	Refreshes      int64 // Saves of unchanged values that only extended the stored expiry
+	Deletes        int64 // sessions deleted (Save with MaxAge < 0)
+	InvalidCookies int64 // cookies that failed verification (tampered, foreign key, truncated)
+	Errors         int64 // operations that returned an error
+	Entries        int64 // sessions in the cache now
+}
+
+// counters are the live, always-on counters behind Stats.
+type counters struct {
+	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors atomic.Int64
+}
+
+// Stats returns a snapshot of the store's counters. It is cheap and safe to
+// call at any time, also after Close.
+func (s *Store) Stats() Stats {
+	c := &s.counters
+	return Stats{
+		CacheHits:      c.hits.Load(),
+		CacheMisses:    c.misses.Load(),
+		Loads:          c.loads.Load(),
+		Saves:          c.saves.Load(),
+		SavesSkipped:   c.skipped.Load(),
+		Refreshes:      c.refreshes.Load(),
+		Deletes:        c.deletes.Load(),
+		InvalidCookies: c.invalid.Load(),
+		Errors:         c.errors.Load(),
+		Entries:        int64(s.cache.len()),
+	}
+}

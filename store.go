@@ -1,0 +1,428 @@
+package pgsession
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+//go:embed schema.sql
+var schemaSQL string
+
+// tokenLen is the number of random bytes in a session token.
+const tokenLen = 32
+
+// token is a session's secret: what the cookie carries and session.ID
+// names. Only its SHA-256 reaches the database.
+type token [tokenLen]byte
+
+var _ sessions.Store = (*Store)(nil)
+
+// Store is a gorilla/sessions Store that keeps sessions in PostgreSQL and
+// serves reads from an in-process cache. It is safe for concurrent use.
+type Store struct {
+	pool     *pgxpool.Pool
+	cfg      Config
+	codecs   []securecookie.Codec
+	cache    *cache // nil when disabled
+	flight   flight
+	sql      queries
+	log      *slog.Logger
+	now      func() time.Time // the local clock; tests replace it
+	counters counters
+
+	ctx       context.Context // canceled by Close; parent of background work
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // background goroutines
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// queries are the store's SQL statements, with the table name in place.
+type queries struct {
+	table   string // quoted, schema-qualified table name
+	load    string
+	upsert  string
+	refresh string
+	delete  string
+}
+
+func newQueries(schema, table string) queries {
+	t := pgx.Identifier{table}.Sanitize()
+	if schema != "" {
+		t = pgx.Identifier{schema, table}.Sanitize()
+	}
+	return queries{
+		table: t,
+		load: `SELECT data, version, expires_at, now() FROM ` + t +
+			` WHERE key_hash = $1 AND expires_at > now()`,
+		upsert: `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
+			VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
+			ON CONFLICT (key_hash) DO UPDATE
+			SET data = excluded.data, expires_at = excluded.expires_at,
+				version = s.version + 1, updated_at = now()
+			RETURNING version`,
+		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
+			WHERE key_hash = $1 AND version = $2 AND expires_at > now()`,
+		delete: `DELETE FROM ` + t + ` WHERE key_hash = $1`,
+	}
+}
+
+// ddl returns schema.sql with the configured names in place of the defaults.
+func ddl(schema, table string) string {
+	idx := pgx.Identifier{table + "_expires_at_idx"}.Sanitize()
+	return strings.NewReplacer(
+		DefaultTable+"_expires_at_idx", idx,
+		DefaultTable, newQueries(schema, table).table,
+	).Replace(schemaSQL)
+}
+
+// New returns a Store that keeps sessions in pool's database. It validates
+// cfg (errors wrap ErrInvalidConfig), creates the session table unless
+// cfg.SkipCreateTable is set, checks that the table can be read, and starts
+// the store's background work. ctx bounds start-up only.
+//
+// The pool stays the caller's: Close does not close it.
+func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	codecs := securecookie.CodecsFromPairs(cfg.KeyPairs...)
+	for _, c := range codecs {
+		sc := c.(*securecookie.SecureCookie)
+		// The cookie carries raw bytes, so no serializer is needed. Its own
+		// age check is off: the row's expires_at, on the database clock,
+		// decides whether a session is alive.
+		sc.SetSerializer(securecookie.NopEncoder{}).MaxAge(0)
+	}
+	s := &Store{
+		pool:   pool,
+		cfg:    cfg,
+		codecs: codecs,
+		cache:  newCache(cfg.CacheSize),
+		sql:    newQueries(cfg.Schema, cfg.Table),
+		log:    cfg.Logger,
+		now:    time.Now,
+	}
+	if !cfg.SkipCreateTable {
+		if err := s.createTable(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := pool.Exec(ctx, `SELECT key_hash, data, version, expires_at FROM `+s.sql.table+` LIMIT 0`); err != nil {
+		return nil, fmt.Errorf("check session table %s: %w", s.sql.table, err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// ddlLockClass is the first key of the advisory lock that serializes table
+// creation, so that instances starting together do not race in CREATE
+// TABLE IF NOT EXISTS (which can fail with a unique violation then).
+const ddlLockClass = 0x70677364 // "pgsd"
+
+func (s *Store) createTable(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, ddlLockClass, s.sql.table); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, ddl(s.cfg.Schema, s.cfg.Table))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create session table %s (set SkipCreateTable to provision it yourself with schema.sql): %w", s.sql.table, err)
+	}
+	return nil
+}
+
+// Close stops the store's background work and waits for it to end. It does
+// not close the pool. Close is idempotent; every other operation returns
+// ErrClosed afterwards.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.cancel()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Get returns the session called name for the request, through gorilla's
+// per-request registry: a second Get of the same name in one request
+// returns the same *sessions.Session.
+func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
+	return sessions.GetRegistry(r).Get(s, name)
+}
+
+// New returns the session called name for the request, loading it from the
+// cache or the database. It never returns a nil session. A missing cookie,
+// one that fails verification, and a session that is gone or expired all
+// give a new, empty session and no error. A database or decoding error is
+// returned together with a new, empty session.
+func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
+	session := sessions.NewSession(s, name)
+	opts := *s.cfg.Cookie
+	session.Options = &opts
+	session.IsNew = true
+	if s.closed.Load() {
+		return session, ErrClosed
+	}
+	c, err := r.Cookie(name)
+	if err != nil {
+		return session, nil
+	}
+	tok, version, ok := s.decodeCookie(name, c.Value)
+	if !ok {
+		s.counters.invalid.Add(1)
+		return session, nil
+	}
+	k := sha256.Sum256(tok[:])
+	e, err := s.lookup(r.Context(), k, version)
+	if err != nil {
+		s.counters.errors.Add(1)
+		return session, fmt.Errorf("load session: %w", err)
+	}
+	if e == nil {
+		return session, nil
+	}
+	if err := s.cfg.Serializer.Deserialize(e.data, session.Values); err != nil {
+		clear(session.Values)
+		s.counters.errors.Add(1)
+		s.log.Error("pgsession: stored session cannot be decoded", "key_hash", fmt.Sprintf("%x", k[:8]), "err", err)
+		return session, fmt.Errorf("decode session: %w", err)
+	}
+	session.ID = tok.String()
+	session.IsNew = false
+	return session, nil
+}
+
+// lookup returns the live entry for k, from the cache when it holds a
+// version at least minVersion, else from the database. It returns nil for a
+// session that does not exist or has expired.
+func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
+	if e, ok := s.cache.get(k); ok && s.fresh(e, minVersion) {
+		s.counters.hits.Add(1)
+		return e, nil
+	}
+	s.counters.misses.Add(1)
+	for {
+		e, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
+			// Another flight may have filled the cache while we waited.
+			if e, ok := s.cache.peek(k); ok && s.fresh(e, minVersion) {
+				return e, nil
+			}
+			return s.load(ctx, k)
+		})
+		// A leader whose own request was canceled fails its followers with
+		// its context's error; a follower whose request goes on tries again.
+		if err != nil && !leader && ctx.Err() == nil &&
+			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue
+		}
+		return e, err
+	}
+}
+
+// fresh reports whether a cached entry may serve a client that has seen
+// version minVersion.
+func (s *Store) fresh(e *entry, minVersion int64) bool {
+	return e.version >= minVersion && s.now().Before(e.deadline)
+}
+
+// load reads k from the database and fills the cache with it.
+func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
+	gen := s.cache.generation(k)
+	start := s.now()
+	var (
+		e          entry
+		exp, dbNow time.Time
+	)
+	s.counters.loads.Add(1)
+	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The remaining lifetime is measured on the database clock alone and
+	// counted from before the query was sent, so the cache gives the entry
+	// up no later than the database does.
+	e.deadline = start.Add(exp.Sub(dbNow))
+	s.cache.fill(k, &e, gen)
+	return &e, nil
+}
+
+// Save writes the session to the database, then updates the cache and sets
+// the cookie. With Options.MaxAge < 0 it deletes the session and expires
+// the cookie instead. On any error nothing is cached, no cookie is set, and
+// what was stored before is unchanged.
+func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	opts := session.Options
+	if opts == nil {
+		opts = s.cfg.Cookie
+	}
+	if opts.MaxAge < 0 {
+		return s.delete(r.Context(), w, session, opts)
+	}
+	if err := s.save(r.Context(), w, session, opts); err != nil {
+		s.counters.errors.Add(1)
+		return err
+	}
+	return nil
+}
+
+func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
+	data, err := s.cfg.Serializer.Serialize(session.Values)
+	if err != nil {
+		return fmt.Errorf("encode session: %w", err)
+	}
+	if len(data) > s.cfg.MaxLength {
+		return fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
+	}
+	var tok token
+	if session.ID == "" {
+		if tok, err = newToken(); err != nil {
+			return err
+		}
+	} else if tok, err = parseToken(session.ID); err != nil {
+		return err
+	}
+	k := sha256.Sum256(tok[:])
+	lifetime := s.cfg.rowLifetime(opts.MaxAge)
+	gen := s.cache.generation(k)
+	now := s.now()
+
+	if e, ok := s.cache.peek(k); ok && session.ID != "" && bytes.Equal(e.data, data) && now.Before(e.deadline) {
+		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
+			s.counters.skipped.Add(1)
+			return s.setCookie(w, session, opts, tok, e.version)
+		}
+		ok, err := s.refresh(ctx, k, e.version, lifetime)
+		if err != nil {
+			return fmt.Errorf("save session: refresh expiry: %w", err)
+		}
+		if ok {
+			s.counters.refreshes.Add(1)
+			s.cache.fill(k, &entry{data: e.data, version: e.version, deadline: now.Add(lifetime)}, gen)
+			return s.setCookie(w, session, opts, tok, e.version)
+		}
+		// The row changed or vanished since it was cached: write it whole.
+	}
+
+	var version int64
+	if err := s.pool.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds()).Scan(&version); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	s.counters.saves.Add(1)
+	s.cache.put(k, &entry{data: data, version: version, deadline: now.Add(lifetime)})
+	session.ID = tok.String()
+	return s.setCookie(w, session, opts, tok, version)
+}
+
+// refresh extends the expiry of k's row if it is still at version. It
+// reports whether it was.
+func (s *Store) refresh(ctx context.Context, k keyHash, version int64, lifetime time.Duration) (bool, error) {
+	tag, err := s.pool.Exec(ctx, s.sql.refresh, k[:], version, lifetime.Microseconds())
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func (s *Store) delete(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
+	if session.ID != "" {
+		tok, err := parseToken(session.ID)
+		if err != nil {
+			s.counters.errors.Add(1)
+			return err
+		}
+		k := sha256.Sum256(tok[:])
+		if _, err := s.pool.Exec(ctx, s.sql.delete, k[:]); err != nil {
+			s.counters.errors.Add(1)
+			return fmt.Errorf("delete session: %w", err)
+		}
+		s.cache.remove(k)
+		s.counters.deletes.Add(1)
+		session.ID = ""
+	}
+	http.SetCookie(w, sessions.NewCookie(session.Name(), "", opts))
+	return nil
+}
+
+func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
+	payload := binary.AppendUvarint(tok[:], uint64(version))
+	value, err := securecookie.EncodeMulti(session.Name(), payload, s.codecs...)
+	if err != nil {
+		return fmt.Errorf("encode cookie: %w", err)
+	}
+	http.SetCookie(w, sessions.NewCookie(session.Name(), value, opts))
+	return nil
+}
+
+// decodeCookie verifies a cookie value and returns the token and the
+// version the client was last given.
+func (s *Store) decodeCookie(name, value string) (token, int64, bool) {
+	var tok token
+	var payload []byte
+	if err := securecookie.DecodeMulti(name, value, &payload, s.codecs...); err != nil {
+		s.log.Debug("pgsession: cookie rejected", "name", name, "err", err)
+		return tok, 0, false
+	}
+	if len(payload) <= tokenLen {
+		return tok, 0, false
+	}
+	v, n := binary.Uvarint(payload[tokenLen:])
+	if n <= 0 || tokenLen+n != len(payload) || v > 1<<62 {
+		return tok, 0, false
+	}
+	copy(tok[:], payload)
+	return tok, int64(v), true
+}
+
+func newToken() (token, error) {
+	var t token
+	if _, err := rand.Read(t[:]); err != nil {
+		return t, fmt.Errorf("pgsession: generate session token: %w", err)
+	}
+	return t, nil
+}
+
+// String returns the token as session.ID carries it.
+func (t token) String() string { return base64.RawURLEncoding.EncodeToString(t[:]) }
+
+func parseToken(id string) (token, error) {
+	var t token
+	if len(id) != base64.RawURLEncoding.EncodedLen(tokenLen) {
+		return t, fmt.Errorf("%w: %d characters", ErrInvalidID, len(id))
+	}
+	n, err := base64.RawURLEncoding.Decode(t[:], []byte(id))
+	if err != nil || n != tokenLen {
+		return t, fmt.Errorf("%w: not a token this store issued", ErrInvalidID)
+	}
+	return t, nil
+}
