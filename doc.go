@@ -1,0 +1,44 @@
+// Package pgsession is a session store for github.com/gorilla/sessions that
+// keeps sessions in PostgreSQL and serves reads from a bounded in-process
+// cache.
+//
+// Each application instance opens one Store on its existing *pgxpool.Pool:
+//
+//	store, err := pgsession.New(ctx, pool, pgsession.Config{
+//		KeyPairs: [][]byte{hashKey, blockKey},
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	defer store.Close() // stops the store; the pool stays yours
+//
+// and uses it as any gorilla store:
+//
+//	session, err := store.Get(r, "session")
+//	session.Values["user"] = "ada"
+//	err = session.Save(r, w)
+//
+// # Storage
+//
+// A session is a row keyed by the SHA-256 of a random 32-byte token. The
+// cookie carries the token, signed (and, with a block key, encrypted) by
+// securecookie; session.ID is the token in base64url, for admin tools. The
+// raw token never reaches the database, so a leaked table or backup cannot
+// be replayed as cookies. Expiry is computed on the database clock alone.
+// The table is created by New unless Config.SkipCreateTable is set; its DDL
+// ships as schema.sql.
+//
+// # Reads and writes
+//
+// Get is served from the cache when it holds the session, else by one
+// SELECT; concurrent misses of one session share that query. Each Get
+// decodes the values into a map of its own, so no two requests share one.
+// A missing, expired or unverifiable session is a new session, not an
+// error; a database error is returned together with a usable new session.
+//
+// Save writes through: one INSERT ... ON CONFLICT DO UPDATE that bumps the
+// row's version, and the cache and the cookie change only after it has
+// committed. A Save whose values equal what is stored, with an expiry that
+// is recent enough (see Config.RefreshAfter), needs no round trip at all.
+// Saving with Options.MaxAge < 0 deletes the session.
+package pgsession
