@@ -153,8 +153,8 @@ type flight struct {
 type call struct {
 	done    chan struct{} // closed when res and err are set
 	waiters int           // callers waiting on done; guarded by flight.mu
-	res  *entry
-	err  error
+	res     *entry
+	err     error
 }
 
 // do runs fn once for all concurrent callers with the same key. A caller

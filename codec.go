@@ -414,4 +414,3 @@ func (GobSerializer) Deserialize(data []byte, values map[any]any) (err error) {
 	}
 	return nil
 }
-
