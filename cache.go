@@ -2,6 +2,7 @@ package pgsession
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,18 +26,26 @@ type entry struct {
 const nStripes = 64
 
 // cache is the bounded in-process session cache. Reads go straight to the
-// LRU. Writes (fills after a load, puts after a save, removals) go through a
-// stripe lock so that a fill from a database read can be checked against
-// the writes that happened while that read was in flight.
+// LRU. Writes go through a stripe lock, so that the result of a database
+// round trip can be checked against the invalidations that arrived while it
+// was in flight.
 type cache struct {
 	lru     *lru.Cache[keyHash, *entry]
+	epoch   atomic.Uint64 // bumped by drop, with every stripe lock held
 	stripes [nStripes]stripe
 }
 
 type stripe struct {
-	mu  sync.Mutex    // serializes writes of the keys in this stripe
-	gen atomic.Uint64 // bumped under mu by every put and removal in the stripe
+	mu       sync.Mutex
+	inflight int               // round trips of this stripe's keys begun and not yet ended; guarded by mu
+	recent   map[keyHash]int64 // highest version invalidated while inflight > 0 (deleteVersion: deleted); guarded by mu
 }
+
+// deleteVersion records a delete in stripe.recent: newer than any version.
+const deleteVersion = math.MaxInt64
+
+// trip is returned by begin and ended by add or end.
+type trip struct{ epoch uint64 }
 
 // newCache returns a cache of size entries, or nil (a disabled cache, on
 // which every method is a cheap no-op) when size is negative.
@@ -69,62 +78,106 @@ func (c *cache) peek(k keyHash) (*entry, bool) {
 	return c.lru.Peek(k)
 }
 
-// generation returns a token to pass to fill for a database read of k that
-// is about to start.
-func (c *cache) generation(k keyHash) uint64 {
+// begin is called before a database round trip whose result may be added
+// for k; add or end must follow.
+func (c *cache) begin(k keyHash) trip {
 	if c == nil {
-		return 0
+		return trip{}
 	}
-	return c.stripe(k).gen.Load()
+	s := c.stripe(k)
+	s.mu.Lock()
+	s.inflight++
+	s.mu.Unlock()
+	return trip{epoch: c.epoch.Load()}
 }
 
-// fill adds e, read from the database, unless anything wrote or removed a
-// key of k's stripe since gen was taken. This closes the fill race: a read
-// that started before a write or a delete must not put the older version
-// into the cache after that write's own put or removal, where it would live
-// until evicted.
-func (c *cache) fill(k keyHash, e *entry, gen uint64) {
+// end finishes a round trip that adds nothing.
+func (c *cache) end(k keyHash) {
+	if c == nil {
+		return
+	}
+	s := c.stripe(k)
+	s.mu.Lock()
+	s.endLocked()
+	s.mu.Unlock()
+}
+
+func (s *stripe) endLocked() {
+	s.inflight--
+	if s.inflight == 0 {
+		// No round trip that began before these invalidations is left, and
+		// any that begins now reads the database after them.
+		clear(s.recent)
+	}
+}
+
+// add ends the round trip rt and caches e, its result, unless something
+// newer is known: a newer cached version, an invalidation of a newer
+// version (or a delete) of k while rt was in flight, or a drop of the whole
+// cache. This closes the fill race: a read that started before a write or
+// delete must not put the older version into the cache after that write's
+// invalidation was applied, where it would live until evicted.
+func (c *cache) add(k keyHash, e *entry, rt trip) {
 	if c == nil {
 		return
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen.Load() != gen {
+	newer := s.recent[k] > e.version
+	s.endLocked()
+	if newer || c.epoch.Load() != rt.epoch {
 		return
 	}
-	if old, ok := c.lru.Peek(k); ok && old.version >= e.version {
-		return
-	}
-	c.lru.Add(k, e)
-}
-
-// put adds e after this instance wrote it, unless a newer version is
-// already cached.
-func (c *cache) put(k keyHash, e *entry) {
-	if c == nil {
-		return
-	}
-	s := c.stripe(k)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.gen.Add(1)
 	if old, ok := c.lru.Peek(k); ok && old.version > e.version {
 		return
 	}
 	c.lru.Add(k, e)
 }
 
-// remove drops k and cancels fills of it already in flight.
+// remove drops k; round trips of k in flight will not add what they read.
 func (c *cache) remove(k keyHash) {
+	c.invalidate(k, 0)
+}
+
+// invalidate records that version of k exists (0: k was deleted) and drops
+// a cached entry older than that. It reports whether an entry was dropped.
+func (c *cache) invalidate(k keyHash, version int64) bool {
 	if c == nil {
-		return
+		return false
+	}
+	if version == 0 {
+		version = deleteVersion
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gen.Add(1)
-	c.lru.Remove(k)
+	if s.inflight > 0 && s.recent[k] < version {
+		if s.recent == nil {
+			s.recent = make(map[keyHash]int64)
+		}
+		s.recent[k] = version
+	}
+	if old, ok := c.lru.Peek(k); ok && old.version < version {
+		c.lru.Remove(k)
+		return true
+	}
+	return false
+}
+
+// drop empties the cache and cancels every add in flight.
+func (c *cache) drop() {
+	if c == nil {
+		return
+	}
+	for i := range c.stripes {
+		c.stripes[i].mu.Lock()
+	}
+	c.epoch.Add(1)
+	c.lru.Purge()
+	for i := range c.stripes {
+		c.stripes[i].mu.Unlock()
+	}
 }
 
 // waiters returns the number of callers waiting on a flight of k.

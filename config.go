@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
 )
 
 // Defaults used for the zero value of the matching Config field.
@@ -18,6 +19,7 @@ const (
 	DefaultMaxLength         = 64 << 10
 	DefaultBrowserSessionTTL = 24 * time.Hour
 	DefaultRefreshAfter      = 5 * time.Minute
+	DefaultListenLease       = 10 * time.Second
 )
 
 // minHashKeyLen is the shortest accepted securecookie hash key.
@@ -102,6 +104,26 @@ type Config struct {
 	// negative means never lag: every Save of an unchanged session extends
 	// its expiry.
 	RefreshAfter time.Duration
+
+	// Channel is the notification channel the store's instances use to tell
+	// each other which sessions changed. Default: "pgsession:" followed by
+	// the lower-cased schema and table. Instances sharing a table must use
+	// the same channel.
+	Channel string
+
+	// ListenConnString, when set, is used to open the store's one dedicated
+	// listening connection instead of taking one from the pool. Set it when
+	// the pool goes through PgBouncer in transaction or statement mode,
+	// where LISTEN does not work: point it at PostgreSQL directly (or at a
+	// session-mode pool), on the primary.
+	ListenConnString string
+
+	// ListenLease bounds how stale the cache can be when the listening
+	// connection dies without an error (a silently dropped TCP connection):
+	// the cache serves only while the listener proved itself alive within
+	// the lease, by a notification or a ping after a quiet quarter of it.
+	// Default 10 seconds; at least 100 ms.
+	ListenLease time.Duration
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error
@@ -177,6 +199,22 @@ func (c Config) withDefaults() (Config, error) {
 		c.RefreshAfter = DefaultRefreshAfter
 	case c.RefreshAfter < 0:
 		c.RefreshAfter = 0
+	}
+	if c.Channel == "" {
+		c.Channel = defaultChannel(c.Schema, c.Table)
+	} else if err := checkIdentifier("Channel", c.Channel); err != nil {
+		return c, err
+	}
+	switch {
+	case c.ListenLease == 0:
+		c.ListenLease = DefaultListenLease
+	case c.ListenLease < 100*time.Millisecond:
+		return c, fmt.Errorf("%w: ListenLease %v is shorter than 100ms", ErrInvalidConfig, c.ListenLease)
+	}
+	if c.ListenConnString != "" {
+		if _, err := pgx.ParseConfig(c.ListenConnString); err != nil {
+			return c, fmt.Errorf("%w: ListenConnString: %v", ErrInvalidConfig, err)
+		}
 	}
 	return c, nil
 }

@@ -1,6 +1,9 @@
 package pgsession
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Stats is a snapshot of a Store's counters, from its creation on.
 type Stats struct {
@@ -14,18 +17,28 @@ type Stats struct {
 	InvalidCookies int64 // cookies that failed verification (tampered, foreign key, truncated)
 	Errors         int64 // operations that returned an error
 	Entries        int64 // sessions in the cache now
+
+	Notifications      int64         // invalidation notifications received
+	NotifyEvictions    int64         // cache entries evicted by a notification
+	BadNotifications   int64         // malformed notifications, ignored
+	ListenerReconnects int64         // times the listener reconnected after losing its connection
+	CacheDrops         int64         // times the whole cache was dropped (reconnect, hand-off overflow)
+	ListenerDown       time.Duration // total time the listener was down, the current outage included
+	Listener           ListenerState // the listener's state now
 }
 
 // counters are the live, always-on counters behind Stats.
 type counters struct {
 	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors atomic.Int64
+
+	notifications, evictions, badNotifications, reconnects, drops atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
 // call at any time, also after Close.
 func (s *Store) Stats() Stats {
 	c := &s.counters
-	return Stats{
+	st := Stats{
 		CacheHits:      c.hits.Load(),
 		CacheMisses:    c.misses.Load(),
 		Loads:          c.loads.Load(),
@@ -36,5 +49,16 @@ func (s *Store) Stats() Stats {
 		InvalidCookies: c.invalid.Load(),
 		Errors:         c.errors.Load(),
 		Entries:        int64(s.cache.len()),
+
+		Notifications:      c.notifications.Load(),
+		NotifyEvictions:    c.evictions.Load(),
+		BadNotifications:   c.badNotifications.Load(),
+		ListenerReconnects: c.reconnects.Load(),
+		CacheDrops:         c.drops.Load(),
 	}
+	if l := s.listener; l != nil {
+		st.ListenerDown = l.downTime()
+		st.Listener = l.currentState()
+	}
+	return st
 }

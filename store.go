@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,9 @@ type Store struct {
 	codecs   []securecookie.Codec
 	cache    *cache // nil when disabled
 	flight   flight
+	listener *listener // nil when the cache is disabled
+	origin   string    // identifies this Store in notifications
+	prefix   string    // payloadPrefix(origin)
 	sql      queries
 	log      *slog.Logger
 	now      func() time.Time // the local clock; tests replace it
@@ -73,15 +77,20 @@ func newQueries(schema, table string) queries {
 		table: t,
 		load: `SELECT data, version, expires_at, now() FROM ` + t +
 			` WHERE key_hash = $1 AND expires_at > now()`,
-		upsert: `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-			VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
-			ON CONFLICT (key_hash) DO UPDATE
-			SET data = excluded.data, expires_at = excluded.expires_at,
-				version = s.version + 1, updated_at = now()
-			RETURNING version`,
+		// The notification goes in the same statement, so in the same
+		// transaction: it is delivered if and only if the write commits.
+		upsert: `WITH w AS (
+				INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
+				VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
+				ON CONFLICT (key_hash) DO UPDATE
+				SET data = excluded.data, expires_at = excluded.expires_at,
+					version = s.version + 1, updated_at = now()
+				RETURNING version)
+			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
 		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
 			WHERE key_hash = $1 AND version = $2 AND expires_at > now()`,
-		delete: `DELETE FROM ` + t + ` WHERE key_hash = $1`,
+		delete: `WITH d AS (DELETE FROM ` + t + ` WHERE key_hash = $1 RETURNING key_hash)
+			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
 	}
 }
 
@@ -116,15 +125,21 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		// decides whether a session is alive.
 		sc.SetSerializer(securecookie.NopEncoder{}).MaxAge(0)
 	}
+	var o [8]byte
+	if _, err := rand.Read(o[:]); err != nil {
+		return nil, fmt.Errorf("pgsession: generate origin id: %w", err)
+	}
 	s := &Store{
 		pool:   pool,
 		cfg:    cfg,
 		codecs: codecs,
 		cache:  newCache(cfg.CacheSize),
+		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table),
 		log:    cfg.Logger,
 		now:    time.Now,
 	}
+	s.prefix = payloadPrefix(s.origin)
 	if !cfg.SkipCreateTable {
 		if err := s.createTable(ctx); err != nil {
 			return nil, err
@@ -134,7 +149,33 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("check session table %s: %w", s.sql.table, err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if s.cache != nil {
+		// Without a cache there is nothing to invalidate, so no listener;
+		// writes still notify the instances that do cache.
+		s.listener = newListener(s, s.origin)
+		conn, err := s.listener.connect(ctx)
+		if err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("start listener on channel %q: %w", cfg.Channel, err)
+		}
+		s.listener.setUp(true)
+		s.wg.Add(2)
+		go func() {
+			defer s.wg.Done()
+			s.listener.run(s.ctx, conn)
+		}()
+		go func() {
+			defer s.wg.Done()
+			s.listener.apply()
+		}()
+	}
 	return s, nil
+}
+
+// cacheUsable reports whether the cache may serve reads now: only while
+// the listener is connected and proved itself alive within the lease.
+func (s *Store) cacheUsable() bool {
+	return s.listener != nil && s.listener.alive()
 }
 
 // ddlLockClass is the first key of the advisory lock that serializes table
@@ -221,15 +262,18 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 // version at least minVersion, else from the database. It returns nil for a
 // session that does not exist or has expired.
 func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
-	if e, ok := s.cache.get(k); ok && s.fresh(e, minVersion) {
-		s.counters.hits.Add(1)
-		return e, nil
+	usable := s.cacheUsable()
+	if usable {
+		if e, ok := s.cache.get(k); ok && s.fresh(e, minVersion) {
+			s.counters.hits.Add(1)
+			return e, nil
+		}
 	}
 	s.counters.misses.Add(1)
 	for {
 		e, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
 			// Another flight may have filled the cache while we waited.
-			if e, ok := s.cache.peek(k); ok && s.fresh(e, minVersion) {
+			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion) {
 				return e, nil
 			}
 			return s.load(ctx, k)
@@ -252,7 +296,7 @@ func (s *Store) fresh(e *entry, minVersion int64) bool {
 
 // load reads k from the database and fills the cache with it.
 func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
-	gen := s.cache.generation(k)
+	rt := s.cache.begin(k)
 	start := s.now()
 	var (
 		e          entry
@@ -260,17 +304,18 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	)
 	s.counters.loads.Add(1)
 	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
 	if err != nil {
+		s.cache.end(k)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
 		return nil, err
 	}
 	// The remaining lifetime is measured on the database clock alone and
 	// counted from before the query was sent, so the cache gives the entry
 	// up no later than the database does.
 	e.deadline = start.Add(exp.Sub(dbNow))
-	s.cache.fill(k, &e, gen)
+	s.cache.add(k, &e, rt)
 	return &e, nil
 }
 
@@ -314,32 +359,38 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	}
 	k := sha256.Sum256(tok[:])
 	lifetime := s.cfg.rowLifetime(opts.MaxAge)
-	gen := s.cache.generation(k)
 	now := s.now()
 
-	if e, ok := s.cache.peek(k); ok && session.ID != "" && bytes.Equal(e.data, data) && now.Before(e.deadline) {
+	if e, ok := s.cache.peek(k); ok && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) && now.Before(e.deadline) {
 		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
 			s.counters.skipped.Add(1)
 			return s.setCookie(w, session, opts, tok, e.version)
 		}
+		rt := s.cache.begin(k)
 		ok, err := s.refresh(ctx, k, e.version, lifetime)
+		if err != nil || !ok {
+			s.cache.end(k)
+		}
 		if err != nil {
 			return fmt.Errorf("save session: refresh expiry: %w", err)
 		}
 		if ok {
 			s.counters.refreshes.Add(1)
-			s.cache.fill(k, &entry{data: e.data, version: e.version, deadline: now.Add(lifetime)}, gen)
+			s.cache.add(k, &entry{data: e.data, version: e.version, deadline: now.Add(lifetime)}, rt)
 			return s.setCookie(w, session, opts, tok, e.version)
 		}
 		// The row changed or vanished since it was cached: write it whole.
 	}
 
 	var version int64
-	if err := s.pool.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds()).Scan(&version); err != nil {
+	rt := s.cache.begin(k)
+	err = s.pool.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version)
+	if err != nil {
+		s.cache.end(k)
 		return fmt.Errorf("save session: %w", err)
 	}
 	s.counters.saves.Add(1)
-	s.cache.put(k, &entry{data: data, version: version, deadline: now.Add(lifetime)})
+	s.cache.add(k, &entry{data: data, version: version, deadline: now.Add(lifetime)}, rt)
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, version)
 }
@@ -362,7 +413,8 @@ func (s *Store) delete(ctx context.Context, w http.ResponseWriter, session *sess
 			return err
 		}
 		k := sha256.Sum256(tok[:])
-		if _, err := s.pool.Exec(ctx, s.sql.delete, k[:]); err != nil {
+		var n int64
+		if err := s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n); err != nil {
 			s.counters.errors.Add(1)
 			return fmt.Errorf("delete session: %w", err)
 		}
