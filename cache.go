@@ -137,12 +137,23 @@ func (c *cache) add(k keyHash, e *entry, rt trip) {
 
 // remove drops k; round trips of k in flight will not add what they read.
 func (c *cache) remove(k keyHash) {
-	c.invalidate(k, 0)
+	c.invalidate(k, 0, true)
 }
 
-// invalidate records that version of k exists (0: k was deleted) and drops
+// abort ends a write's round trip that failed. The write may have committed
+// all the same (an error can come after the commit), so k is dropped.
+func (c *cache) abort(k keyHash) {
+	if c == nil {
+		return
+	}
+	c.remove(k)
+	c.end(k)
+}
+
+// invalidate records that version of k exists (0: k was deleted), so that
+// round trips in flight will not add anything older, and, with evict, drops
 // a cached entry older than that. It reports whether an entry was dropped.
-func (c *cache) invalidate(k keyHash, version int64) bool {
+func (c *cache) invalidate(k keyHash, version int64, evict bool) bool {
 	if c == nil {
 		return false
 	}
@@ -158,7 +169,7 @@ func (c *cache) invalidate(k keyHash, version int64) bool {
 		}
 		s.recent[k] = version
 	}
-	if old, ok := c.lru.Peek(k); ok && old.version < version {
+	if old, ok := c.lru.Peek(k); evict && ok && old.version < version {
 		c.lru.Remove(k)
 		return true
 	}

@@ -36,3 +36,26 @@ func Cached(s *Store, id string) (int64, bool) {
 	}
 	return e.version, true
 }
+
+// Origin returns the id the store puts in its notifications; its listener's
+// application_name is "pgsession listener " + Origin.
+func Origin(s *Store) string { return s.origin }
+
+// Channel returns the store's notification channel.
+func Channel(s *Store) string { return s.cfg.Channel }
+
+// ParsePayload exposes the notification payload parser to fuzzing.
+func ParsePayload(p string) (string, int, error) {
+	o, items, err := parsePayload(p)
+	return o, len(items), err
+}
+
+// Payloads renders n invalidations of distinct keys as notification payloads.
+func Payloads(origin string, n int) []string {
+	items := make([]invalidation, n)
+	for i := range items {
+		items[i].key[0], items[i].key[1] = byte(i), byte(i>>8)
+		items[i].version = int64(i + 1)
+	}
+	return payloads(origin, items)
+}

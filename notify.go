@@ -372,11 +372,12 @@ func (l *listener) apply() {
 			l.s.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
 			continue
 		}
+		// This store's own writes need no eviction: each one already ended
+		// in an add of its version or, if it failed, a removal. The echo
+		// may even arrive before that add, and must not cost a miss then.
+		own := origin == l.origin
 		for _, it := range items {
-			if it.version == 0 && origin == l.origin {
-				continue // this store's own delete: already evicted
-			}
-			if l.s.cache.invalidate(it.key, it.version) {
+			if l.s.cache.invalidate(it.key, it.version, !own) {
 				l.s.counters.evictions.Add(1)
 			}
 		}

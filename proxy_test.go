@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -30,10 +29,58 @@ type proxy struct {
 	netw   string
 	addr   string // where the proxy listens
 
-	mu    sync.Mutex // protects ln, conns
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex // protects ln, conns, paused
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	paused chan struct{} // non-nil while paused; closed by Resume
+	wg     sync.WaitGroup
+}
+
+// Pause stops forwarding in both directions without closing anything: to
+// the client the server has gone silent.
+func (p *proxy) Pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused == nil {
+		p.paused = make(chan struct{})
+	}
+}
+
+// Resume forwards again, what was held included.
+func (p *proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused != nil {
+		close(p.paused)
+		p.paused = nil
+	}
+}
+
+// gate blocks while the proxy is paused.
+func (p *proxy) gate() {
+	p.mu.Lock()
+	ch := p.paused
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// copyGated copies src to dst, holding data while the proxy is paused.
+func (p *proxy) copyGated(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newProxy(t testing.TB, network, target string) *proxy {
@@ -70,6 +117,7 @@ func (p *proxy) serve(ln net.Listener) {
 }
 
 func (p *proxy) pipe(client net.Conn) {
+	p.gate()
 	server, err := net.Dial(p.netw, p.target)
 	if err != nil {
 		client.Close()
@@ -84,7 +132,7 @@ func (p *proxy) pipe(client net.Conn) {
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		p.copyGated(dst, src)
 		dst.Close()
 		src.Close()
 	}
@@ -117,6 +165,7 @@ func (p *proxy) untrack(cs ...net.Conn) {
 // Stop closes the listener and every proxied connection: to the pool the
 // database is gone.
 func (p *proxy) Stop() {
+	p.Resume()
 	p.mu.Lock()
 	if p.ln != nil {
 		p.ln.Close()

@@ -386,7 +386,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	rt := s.cache.begin(k)
 	err = s.pool.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version)
 	if err != nil {
-		s.cache.end(k)
+		s.cache.abort(k)
 		return fmt.Errorf("save session: %w", err)
 	}
 	s.counters.saves.Add(1)
@@ -414,11 +414,13 @@ func (s *Store) delete(ctx context.Context, w http.ResponseWriter, session *sess
 		}
 		k := sha256.Sum256(tok[:])
 		var n int64
-		if err := s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n); err != nil {
+		err = s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n)
+		// Dropped even on error: a failed delete may have committed.
+		s.cache.remove(k)
+		if err != nil {
 			s.counters.errors.Add(1)
 			return fmt.Errorf("delete session: %w", err)
 		}
-		s.cache.remove(k)
 		s.counters.deletes.Add(1)
 		session.ID = ""
 	}
