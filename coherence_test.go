@@ -339,3 +339,22 @@ func TestRandomizedTwoStoreWorkload(t *testing.T) {
 }
 
 
+
+func TestGarbageNotificationsAreCountedAndIgnored(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, testDB.pool, testConfig(t))
+	_, c := login(t, s, map[any]any{"n": 1})
+	for _, p := range []string{"", "hello", "1 x zz:1", "1 x " + strings.Repeat("ab", 32) + ":-3"} {
+		if _, err := testDB.pool.Exec(context.Background(), "SELECT pg_notify($1, $2)", pgsession.Channel(s), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the garbage to be counted", func() bool { return s.Stats().BadNotifications == 4 })
+	before := s.Stats()
+	if got := get(t, s, c); got.Values["n"] != 1 {
+		t.Fatalf("values %v", got.Values)
+	}
+	if st := s.Stats(); st.CacheHits != before.CacheHits+1 || st.Listener != pgsession.ListenerUp {
+		t.Fatalf("after garbage the store does not serve from its cache: %+v", st)
+	}
+}
