@@ -338,8 +338,6 @@ func TestRandomizedTwoStoreWorkload(t *testing.T) {
 	}
 }
 
-
-
 func TestGarbageNotificationsAreCountedAndIgnored(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, testDB.pool, testConfig(t))

@@ -13,6 +13,8 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 	"go.uber.org/goleak"
+
+	"github.com/pgsession/pgsession/internal/cluster"
 )
 
 // envDatabaseURL names the database the tests use, when set.
@@ -28,7 +30,13 @@ var testDB struct {
 	pool   *pgxpool.Pool // shared by tests that need nothing special
 }
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+func TestMain(m *testing.M) {
+	if cluster.IsInstance() {
+		// Re-executed by a multi-process test as one application instance.
+		os.Exit(cluster.RunInstance())
+	}
+	os.Exit(runTests(m))
+}
 
 func runTests(m *testing.M) int {
 	ctx := context.Background()
