@@ -20,7 +20,17 @@ type entry struct {
 	data     []byte    // encoded values, exactly as stored
 	version  int64     // the row's version when data was read or written
 	deadline time.Time // local time by which the row has surely expired
+
+	lastUsed atomic.Int64 // store-clock UnixNano of the last read or write here
 }
+
+func newEntry(data []byte, version int64, deadline, now time.Time) *entry {
+	e := &entry{data: data, version: version, deadline: deadline}
+	e.touch(now)
+	return e
+}
+
+func (e *entry) touch(now time.Time) { e.lastUsed.Store(now.UnixNano()) }
 
 // nStripes is the number of lock stripes guarding cache writes.
 const nStripes = 64
@@ -174,6 +184,31 @@ func (c *cache) invalidate(k keyHash, version int64, evict bool) bool {
 		return true
 	}
 	return false
+}
+
+// scavenge removes entries unused since before cutoff, or expired by now,
+// from the least recently used end, and stops at the first entry that is
+// neither. It returns how many it removed.
+func (c *cache) scavenge(cutoff, now time.Time) int {
+	if c == nil {
+		return 0
+	}
+	removed := 0
+	// Bounded, in case concurrent writes keep changing the oldest entry.
+	for range c.lru.Len() {
+		k, e, ok := c.lru.GetOldest()
+		if !ok || (e.lastUsed.Load() >= cutoff.UnixNano() && now.Before(e.deadline)) {
+			break
+		}
+		s := c.stripe(k)
+		s.mu.Lock()
+		if cur, ok := c.lru.Peek(k); ok && cur == e {
+			c.lru.Remove(k)
+			removed++
+		}
+		s.mu.Unlock()
+	}
+	return removed
 }
 
 // drop empties the cache and cancels every add in flight.

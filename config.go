@@ -20,6 +20,9 @@ const (
 	DefaultBrowserSessionTTL = 24 * time.Hour
 	DefaultRefreshAfter      = 5 * time.Minute
 	DefaultListenLease       = 10 * time.Second
+	DefaultMaxIdle           = 5 * time.Minute
+	DefaultScavengeInterval  = time.Second
+	DefaultPurgeInterval     = 5 * time.Minute
 )
 
 // minHashKeyLen is the shortest accepted securecookie hash key.
@@ -124,6 +127,26 @@ type Config struct {
 	// the lease, by a notification or a ping after a quiet quarter of it.
 	// Default 10 seconds; at least 100 ms.
 	ListenLease time.Duration
+
+	// MaxIdle is how long a session may go unread and unwritten in this
+	// process before it leaves the cache. The session itself stays valid
+	// in the database; its next read loads it again. Default 5 minutes.
+	MaxIdle time.Duration
+
+	// ScavengeInterval is how often idle entries are looked for. A pass
+	// walks from the least recently used end and stops at the first entry
+	// still fresh, so its cost follows the number evicted, not the cache
+	// size. Default 1 second; negative disables the scavenger (idle entries
+	// then leave only when the cache is full). Expired sessions are never
+	// served from the cache either way.
+	ScavengeInterval time.Duration
+
+	// PurgeInterval is how often expired rows are deleted from the table,
+	// in batches, by one instance at a time. Each instance jitters its
+	// interval by +/-50% and counts it from the last purge, manual
+	// (PurgeExpired) or automatic. Default 5 minutes; negative disables
+	// automatic purging (expired rows are never served either way).
+	PurgeInterval time.Duration
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error
@@ -210,6 +233,18 @@ func (c Config) withDefaults() (Config, error) {
 		c.ListenLease = DefaultListenLease
 	case c.ListenLease < 100*time.Millisecond:
 		return c, fmt.Errorf("%w: ListenLease %v is shorter than 100ms", ErrInvalidConfig, c.ListenLease)
+	}
+	switch {
+	case c.MaxIdle == 0:
+		c.MaxIdle = DefaultMaxIdle
+	case c.MaxIdle < 0:
+		return c, fmt.Errorf("%w: MaxIdle %v is negative (disable the scavenger with a negative ScavengeInterval)", ErrInvalidConfig, c.MaxIdle)
+	}
+	if c.ScavengeInterval == 0 {
+		c.ScavengeInterval = DefaultScavengeInterval
+	}
+	if c.PurgeInterval == 0 {
+		c.PurgeInterval = DefaultPurgeInterval
 	}
 	if c.ListenConnString != "" {
 		if _, err := pgx.ParseConfig(c.ListenConnString); err != nil {

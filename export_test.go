@@ -1,14 +1,18 @@
 package pgsession
 
 import (
+	"github.com/jackc/pgx/v5/pgxpool"
+	"context"
 	"crypto/sha256"
 	"time"
 )
 
 // Test seams, visible only to this package's tests.
 
-// SetClock replaces the store's local clock.
-func SetClock(s *Store, now func() time.Time) { s.now = now }
+// NewWithClock is New with the store's local clock replaced.
+func NewWithClock(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() time.Time) (*Store, error) {
+	return newStore(ctx, pool, cfg, now)
+}
 
 // FlightWaiters returns how many Gets wait on the database load of the
 // session with the given ID.
@@ -58,4 +62,33 @@ func Payloads(origin string, n int) []string {
 		items[i].version = int64(i + 1)
 	}
 	return payloads(origin, items)
+}
+
+// Scavenge runs one scavenger pass now and returns how many it evicted.
+func Scavenge(s *Store) int { return s.scavenge() }
+
+// ScavengeRuns returns how many scavenger passes have run.
+func ScavengeRuns(s *Store) int64 { return s.counters.scavengeRuns.Load() }
+
+// SetPurgeBatch sets how many rows one purge statement deletes.
+func SetPurgeBatch(s *Store, n int) { s.purgeBatchSize = n }
+
+// PurgeLock returns the keys of the store's purge advisory lock, for
+// pg_advisory_xact_lock($1, hashtext($2)).
+func PurgeLock(s *Store) (int32, string) { return purgeLockClass, s.sql.table }
+
+// StartPurger runs an automatic purger with interval on s, whose waits go
+// through after instead of time.After. s must have been made with a
+// negative PurgeInterval. stop ends it.
+func StartPurger(s *Store, interval time.Duration, after func(time.Duration) <-chan time.Time) (stop func()) {
+	p := newPurger(s, interval)
+	p.after = after
+	s.purger = p
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx)
+	}()
+	return func() { cancel(); <-done }
 }

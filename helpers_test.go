@@ -74,7 +74,13 @@ func testConfig(t testing.TB) pgsession.Config {
 // newStore opens a Store on pool with cfg, closed at cleanup.
 func newStore(t testing.TB, pool *pgxpool.Pool, cfg pgsession.Config) *pgsession.Store {
 	t.Helper()
-	s, err := pgsession.New(context.Background(), pool, cfg)
+	return newStoreClock(t, pool, cfg, time.Now)
+}
+
+// newStoreClock is newStore with the store's clock replaced.
+func newStoreClock(t testing.TB, pool *pgxpool.Pool, cfg pgsession.Config, now func() time.Time) *pgsession.Store {
+	t.Helper()
+	s, err := pgsession.NewWithClock(context.Background(), pool, cfg, now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -156,7 +162,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// clock is a settable clock for SetClock.
+// clock is a settable clock for newStoreClock.
 type clock struct{ t atomicTime }
 
 func newClock() *clock {

@@ -38,7 +38,11 @@ const payloadFormat = "1"
 type invalidation struct {
 	key     keyHash
 	version int64 // 0: deleted
+	all     bool  // every session was deleted (Clear): key and version unused
 }
+
+// clearItem is the payload item of an invalidation of everything.
+const clearItem = "*"
 
 // payloads renders items as notification payloads of at most maxPayload
 // bytes each.
@@ -47,7 +51,10 @@ func payloads(origin string, items []invalidation) []string {
 	var out []string
 	var b strings.Builder
 	for _, it := range items {
-		item := hex.EncodeToString(it.key[:]) + ":" + strconv.FormatInt(it.version, 10)
+		item := clearItem
+		if !it.all {
+			item = hex.EncodeToString(it.key[:]) + ":" + strconv.FormatInt(it.version, 10)
+		}
 		if b.Len() > 0 && b.Len()+1+len(item) > maxPayload {
 			out = append(out, b.String())
 			b.Reset()
@@ -80,6 +87,10 @@ func parsePayload(p string) (origin string, items []invalidation, err error) {
 	}
 	items = make([]invalidation, 0, len(f)-2)
 	for _, s := range f[2:] {
+		if s == clearItem {
+			items = append(items, invalidation{all: true})
+			continue
+		}
 		h, v, ok := strings.Cut(s, ":")
 		var it invalidation
 		if !ok || len(h) != 2*len(it.key) {
@@ -377,6 +388,13 @@ func (l *listener) apply() {
 		// may even arrive before that add, and must not cost a miss then.
 		own := origin == l.origin
 		for _, it := range items {
+			if it.all {
+				if !own { // this store's own Clear dropped its cache already
+					l.s.cache.drop()
+					l.s.counters.drops.Add(1)
+				}
+				continue
+			}
 			if l.s.cache.invalidate(it.key, it.version, !own) {
 				l.s.counters.evictions.Add(1)
 			}

@@ -25,6 +25,11 @@ type Stats struct {
 	CacheDrops         int64         // times the whole cache was dropped (reconnect, hand-off overflow)
 	ListenerDown       time.Duration // total time the listener was down, the current outage included
 	Listener           ListenerState // the listener's state now
+
+	Scavenged    int64 // cache entries evicted for being idle longer than MaxIdle (or expired)
+	PurgeRuns    int64 // purge rounds this instance ran (automatic and PurgeExpired)
+	RowsPurged   int64 // expired rows this instance deleted
+	PurgeSkipped int64 // purge rounds skipped because another instance was purging
 }
 
 // counters are the live, always-on counters behind Stats.
@@ -32,6 +37,8 @@ type counters struct {
 	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors atomic.Int64
 
 	notifications, evictions, badNotifications, reconnects, drops atomic.Int64
+
+	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -55,6 +62,11 @@ func (s *Store) Stats() Stats {
 		BadNotifications:   c.badNotifications.Load(),
 		ListenerReconnects: c.reconnects.Load(),
 		CacheDrops:         c.drops.Load(),
+
+		Scavenged:    c.scavenged.Load(),
+		PurgeRuns:    c.purgeRuns.Load(),
+		RowsPurged:   c.rowsPurged.Load(),
+		PurgeSkipped: c.purgeSkipped.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDown = l.downTime()

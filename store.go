@@ -45,12 +45,15 @@ type Store struct {
 	cache    *cache // nil when disabled
 	flight   flight
 	listener *listener // nil when the cache is disabled
-	origin   string    // identifies this Store in notifications
-	prefix   string    // payloadPrefix(origin)
-	sql      queries
-	log      *slog.Logger
-	now      func() time.Time // the local clock; tests replace it
-	counters counters
+	purger   *purger   // nil when automatic purging is off
+
+	purgeBatchSize int    // rows per purge statement
+	origin         string // identifies this Store in notifications
+	prefix         string // payloadPrefix(origin)
+	sql            queries
+	log            *slog.Logger
+	now            func() time.Time // the local clock; tests replace it
+	counters       counters
 
 	ctx       context.Context // canceled by Close; parent of background work
 	cancel    context.CancelFunc
@@ -66,6 +69,9 @@ type queries struct {
 	upsert  string
 	refresh string
 	delete  string
+	purge   string
+	count   string
+	clear   string
 }
 
 func newQueries(schema, table string) queries {
@@ -91,6 +97,13 @@ func newQueries(schema, table string) queries {
 			WHERE key_hash = $1 AND version = $2 AND expires_at > now()`,
 		delete: `WITH d AS (DELETE FROM ` + t + ` WHERE key_hash = $1 RETURNING key_hash)
 			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
+		// SKIP LOCKED: rows a concurrent writer or purger holds are left
+		// for the next batch instead of waited for.
+		purge: `DELETE FROM ` + t + ` WHERE key_hash IN (
+				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
+				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now()`,
+		clear: `DELETE FROM ` + t,
 	}
 }
 
@@ -110,6 +123,11 @@ func ddl(schema, table string) string {
 //
 // The pool stays the caller's: Close does not close it.
 func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	return newStore(ctx, pool, cfg, time.Now)
+}
+
+// newStore is New with the store's clock given: tests pass their own.
+func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() time.Time) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
@@ -137,7 +155,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table),
 		log:    cfg.Logger,
-		now:    time.Now,
+		now:    now,
+
+		purgeBatchSize: defaultPurgeBatch,
 	}
 	s.prefix = payloadPrefix(s.origin)
 	if !cfg.SkipCreateTable {
@@ -167,6 +187,22 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		go func() {
 			defer s.wg.Done()
 			s.listener.apply()
+		}()
+	}
+	if s.cache != nil && cfg.ScavengeInterval > 0 {
+		sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			sc.run(s.ctx)
+		}()
+	}
+	if cfg.PurgeInterval > 0 {
+		s.purger = newPurger(s, cfg.PurgeInterval)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.purger.run(s.ctx)
 		}()
 	}
 	return s, nil
@@ -264,16 +300,19 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
 	usable := s.cacheUsable()
 	if usable {
-		if e, ok := s.cache.get(k); ok && s.fresh(e, minVersion) {
-			s.counters.hits.Add(1)
-			return e, nil
+		if e, ok := s.cache.get(k); ok {
+			if now := s.now(); s.fresh(e, minVersion, now) {
+				e.touch(now)
+				s.counters.hits.Add(1)
+				return e, nil
+			}
 		}
 	}
 	s.counters.misses.Add(1)
 	for {
 		e, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
 			// Another flight may have filled the cache while we waited.
-			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion) {
+			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion, s.now()) {
 				return e, nil
 			}
 			return s.load(ctx, k)
@@ -290,8 +329,8 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry
 
 // fresh reports whether a cached entry may serve a client that has seen
 // version minVersion.
-func (s *Store) fresh(e *entry, minVersion int64) bool {
-	return e.version >= minVersion && s.now().Before(e.deadline)
+func (s *Store) fresh(e *entry, minVersion int64, now time.Time) bool {
+	return e.version >= minVersion && now.Before(e.deadline)
 }
 
 // load reads k from the database and fills the cache with it.
@@ -315,6 +354,7 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	// counted from before the query was sent, so the cache gives the entry
 	// up no later than the database does.
 	e.deadline = start.Add(exp.Sub(dbNow))
+	e.touch(start)
 	s.cache.add(k, &e, rt)
 	return &e, nil
 }
@@ -342,12 +382,9 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 }
 
 func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
-	data, err := s.cfg.Serializer.Serialize(session.Values)
+	data, err := s.encode(session)
 	if err != nil {
-		return fmt.Errorf("encode session: %w", err)
-	}
-	if len(data) > s.cfg.MaxLength {
-		return fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
+		return err
 	}
 	var tok token
 	if session.ID == "" {
@@ -363,6 +400,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 
 	if e, ok := s.cache.peek(k); ok && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) && now.Before(e.deadline) {
 		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
+			e.touch(now)
 			s.counters.skipped.Add(1)
 			return s.setCookie(w, session, opts, tok, e.version)
 		}
@@ -376,7 +414,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		}
 		if ok {
 			s.counters.refreshes.Add(1)
-			s.cache.add(k, &entry{data: e.data, version: e.version, deadline: now.Add(lifetime)}, rt)
+			s.cache.add(k, newEntry(e.data, e.version, now.Add(lifetime), now), rt)
 			return s.setCookie(w, session, opts, tok, e.version)
 		}
 		// The row changed or vanished since it was cached: write it whole.
@@ -390,9 +428,21 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		return fmt.Errorf("save session: %w", err)
 	}
 	s.counters.saves.Add(1)
-	s.cache.add(k, &entry{data: data, version: version, deadline: now.Add(lifetime)}, rt)
+	s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, version)
+}
+
+// encode serializes the session's values, within MaxLength.
+func (s *Store) encode(session *sessions.Session) ([]byte, error) {
+	data, err := s.cfg.Serializer.Serialize(session.Values)
+	if err != nil {
+		return nil, fmt.Errorf("encode session: %w", err)
+	}
+	if len(data) > s.cfg.MaxLength {
+		return nil, fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
+	}
+	return data, nil
 }
 
 // refresh extends the expiry of k's row if it is still at version. It
@@ -412,16 +462,10 @@ func (s *Store) delete(ctx context.Context, w http.ResponseWriter, session *sess
 			s.counters.errors.Add(1)
 			return err
 		}
-		k := sha256.Sum256(tok[:])
-		var n int64
-		err = s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n)
-		// Dropped even on error: a failed delete may have committed.
-		s.cache.remove(k)
-		if err != nil {
+		if err := s.deleteKey(ctx, sha256.Sum256(tok[:])); err != nil {
 			s.counters.errors.Add(1)
-			return fmt.Errorf("delete session: %w", err)
+			return err
 		}
-		s.counters.deletes.Add(1)
 		session.ID = ""
 	}
 	http.SetCookie(w, sessions.NewCookie(session.Name(), "", opts))

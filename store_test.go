@@ -239,9 +239,8 @@ func TestConcurrentMissesShareOneQuery(t *testing.T) {
 func TestMissingOrExpiredIsNewSession(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	s := newStore(t, testDB.pool, cfg)
 	clk := newClock()
-	pgsession.SetClock(s, clk.Now)
+	s := newStoreClock(t, testDB.pool, cfg, clk.Now)
 	table := pgx.Identifier{cfg.Table}.Sanitize()
 	ctx := context.Background()
 
@@ -434,9 +433,8 @@ func TestSaveUnchangedSkipsDatabase(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	cfg.RefreshAfter = time.Minute
-	s := newStore(t, testDB.pool, cfg)
 	clk := newClock()
-	pgsession.SetClock(s, clk.Now)
+	s := newStoreClock(t, testDB.pool, cfg, clk.Now)
 	_, c := login(t, s, map[any]any{"user": "ada", "n": 1})
 	_, v0 := rowExpiry(t, cfg.Table)
 

@@ -1,0 +1,145 @@
+package pgsession
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+
+	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
+)
+
+// Regenerate gives the session a new token, keeps its values, removes the
+// row of the old token and sets the new cookie: the old cookie is a new,
+// empty session afterwards, on every instance. Call it at login (and at any
+// change of privilege) against session fixation. A session that was never
+// saved is simply saved, with a token of its own.
+func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.regenerate(r.Context(), w, session); err != nil {
+		s.counters.errors.Add(1)
+		return err
+	}
+	return nil
+}
+
+func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *sessions.Session) error {
+	opts := session.Options
+	if opts == nil {
+		opts = s.cfg.Cookie
+	}
+	data, err := s.encode(session)
+	if err != nil {
+		return err
+	}
+	var old *keyHash
+	if session.ID != "" {
+		t, err := parseToken(session.ID)
+		if err != nil {
+			return err
+		}
+		k := sha256.Sum256(t[:])
+		old = &k
+	}
+	tok, err := newToken()
+	if err != nil {
+		return err
+	}
+	k := sha256.Sum256(tok[:])
+	lifetime := s.cfg.rowLifetime(opts.MaxAge)
+	now := s.now()
+
+	var version int64
+	rt := s.cache.begin(k)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version); err != nil {
+			return err
+		}
+		if old == nil {
+			return nil
+		}
+		var n int64
+		return tx.QueryRow(ctx, s.sql.delete, old[:], s.cfg.Channel, s.prefix).Scan(&n)
+	})
+	if old != nil {
+		s.cache.remove(*old) // also on error: the commit may have happened
+	}
+	if err != nil {
+		s.cache.abort(k)
+		return fmt.Errorf("regenerate session: %w", err)
+	}
+	s.counters.saves.Add(1)
+	s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
+	session.ID = tok.String()
+	return s.setCookie(w, session, opts, tok, version)
+}
+
+// Len returns the number of sessions that have not expired.
+func (s *Store) Len(ctx context.Context) (int64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.sql.count).Scan(&n); err != nil {
+		s.counters.errors.Add(1)
+		return 0, fmt.Errorf("count sessions: %w", err)
+	}
+	return n, nil
+}
+
+// Clear deletes every session in the table, and every instance drops its
+// whole cache.
+func (s *Store) Clear(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, s.sql.clear); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.cfg.Channel, s.prefix+clearItem)
+		return err
+	})
+	s.cache.drop() // also on error: the commit may have happened
+	if err != nil {
+		s.counters.errors.Add(1)
+		return fmt.Errorf("clear sessions: %w", err)
+	}
+	return nil
+}
+
+// Delete deletes the session whose session.ID is token, on every instance:
+// "log this session out" for admin tools. Deleting a session that does not
+// exist is not an error. A token this store could not have issued is
+// ErrInvalidID.
+func (s *Store) Delete(ctx context.Context, token string) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	t, err := parseToken(token)
+	if err != nil {
+		s.counters.errors.Add(1)
+		return err
+	}
+	if err := s.deleteKey(ctx, sha256.Sum256(t[:])); err != nil {
+		s.counters.errors.Add(1)
+		return err
+	}
+	return nil
+}
+
+// deleteKey deletes k's row, telling every instance.
+func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
+	var n int64
+	err := s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n)
+	// Dropped even on error: a failed delete may have committed.
+	s.cache.remove(k)
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	s.counters.deletes.Add(n)
+	return nil
+}
