@@ -1,9 +1,9 @@
 package pgsession
 
 import (
-	"github.com/jackc/pgx/v5/pgxpool"
 	"context"
 	"crypto/sha256"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"time"
 )
 
