@@ -165,8 +165,8 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() ti
 			return nil, err
 		}
 	}
-	if _, err := pool.Exec(ctx, `SELECT key_hash, data, version, expires_at FROM `+s.sql.table+` LIMIT 0`); err != nil {
-		return nil, fmt.Errorf("check session table %s: %w", s.sql.table, err)
+	if err := s.checkTable(ctx); err != nil {
+		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.cache != nil {
@@ -212,6 +212,31 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() ti
 // the listener is connected and proved itself alive within the lease.
 func (s *Store) cacheUsable() bool {
 	return s.listener != nil && s.listener.alive()
+}
+
+// checkTable makes sure the table is there with the columns the store
+// uses, and that the connecting role may do everything the store does with
+// it, so that a missing grant fails New, not the first logout.
+func (s *Store) checkTable(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `SELECT key_hash, data, version, expires_at FROM `+s.sql.table+` LIMIT 0`); err != nil {
+		return fmt.Errorf("check session table %s: %w", s.sql.table, err)
+	}
+	var role string
+	var missing []string
+	err := s.pool.QueryRow(ctx, `SELECT current_user, array_remove(ARRAY[
+			CASE WHEN has_table_privilege($1, 'SELECT') THEN NULL ELSE 'SELECT' END,
+			CASE WHEN has_table_privilege($1, 'INSERT') THEN NULL ELSE 'INSERT' END,
+			CASE WHEN has_table_privilege($1, 'UPDATE') THEN NULL ELSE 'UPDATE' END,
+			CASE WHEN has_table_privilege($1, 'DELETE') THEN NULL ELSE 'DELETE' END], NULL)`,
+		s.sql.table).Scan(&role, &missing)
+	if err != nil {
+		return fmt.Errorf("check privileges on %s: %w", s.sql.table, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("role %q lacks %s on session table %s: GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %s",
+			role, strings.Join(missing, ", "), s.sql.table, s.sql.table, pgx.Identifier{role}.Sanitize())
+	}
+	return nil
 }
 
 // ddlLockClass is the first key of the advisory lock that serializes table
