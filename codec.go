@@ -2,8 +2,10 @@ package pgsession
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -53,12 +55,20 @@ const (
 )
 
 // DefaultSerializer is the store's default Serializer. Sessions whose keys
-// are all strings and whose values are all nil, string, []byte, bool, any
-// int, uint or float kind, or time.Time use a compact binary encoding that
-// keeps each value's exact Go type. Any other session is encoded with gob,
-// as GobSerializer does, so it round-trips whatever gob does (types must be
-// registered with gob.Register, as for gorilla's own stores).
+// are all strings and whose values are all nil, string, []byte, bool, int,
+// int8 to int64, uint, uint8 to uint64, float32, float64 or time.Time use a
+// compact binary encoding that keeps each value's exact Go type (a named
+// type such as time.Duration is not one of these). Any other session is
+// encoded with gob, as GobSerializer does, so it round-trips whatever gob
+// does (types must be registered with gob.Register, as for gorilla's own
+// stores; this package registers time.Time).
 type DefaultSerializer struct{}
+
+// The compact format takes time.Time values without registration, so the
+// gob fallback must take them too: a session holding a time would otherwise
+// fail to save as soon as it also held, say, a flash message. gorilla's
+// sessions package registers []interface{} (flashes) the same way.
+func init() { gob.Register(time.Time{}) }
 
 // Serialize implements Serializer.
 func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
@@ -158,9 +168,16 @@ func appendValue(b []byte, v any) []byte {
 	case float64:
 		return binary.LittleEndian.AppendUint64(append(b, tagFloat64), math.Float64bits(v))
 	case time.Time:
-		// MarshalBinary fails only for offsets that are not whole minutes
-		// or out of range; fall back to the same instant in UTC then, which
-		// is what gob (also MarshalBinary) could not have kept either.
+		if v.Nanosecond() >= 1e9 {
+			// Only UnmarshalBinary (so GobDecode) of corrupt data makes
+			// such a Time. Write the same instant normalized, which
+			// decodeTime accepts: what Serialize writes must decode.
+			v = time.Unix(v.Unix(), int64(v.Nanosecond())).In(v.Location())
+		}
+		// MarshalBinary fails only for zone offsets it cannot write (whole
+		// minutes out of int16 range, or from -119s to -61s, whose minutes
+		// part would read as the UTC marker); fall back to the same instant
+		// in UTC then, which gob (also MarshalBinary) could not keep either.
 		t, err := v.MarshalBinary()
 		if err != nil {
 			t, _ = v.UTC().MarshalBinary()
@@ -322,13 +339,13 @@ func decodeCompact(data []byte, values map[any]any) error {
 				v = math.Float64frombits(binary.LittleEndian.Uint64(b))
 			}
 		case tagTime:
-			var t time.Time
 			if b := r.bytes(); r.err == nil {
-				if err := t.UnmarshalBinary(b); err != nil {
+				t, err := decodeTime(b)
+				if err != nil {
 					return fmt.Errorf("%w: time value: %v", ErrCorrupt, err)
 				}
+				v = t
 			}
-			v = t
 		default:
 			if r.err == nil {
 				return fmt.Errorf("%w: unknown value tag %d", ErrCorrupt, tag)
@@ -350,6 +367,55 @@ func decodeCompact(data []byte, values map[any]any) error {
 
 const strconvIntSize = 32 << (^uint(0) >> 63)
 
+// decodeTime decodes what time.Time.MarshalBinary wrote. It does not call
+// UnmarshalBinary, which (as of Go 1.26) reads the seconds byte of a
+// version 2 zone offset as unsigned, so that a negative offset that is not
+// whole minutes, such as the LMT of American zones (-4:56:02 in New York),
+// comes back wrong (golang.org/issue/78528); and which accepts nanoseconds
+// outside [0, 1e9) and offsets MarshalBinary cannot write, giving Times that
+// do not encode back to themselves. It rejects those instead, and picks the
+// Location as UnmarshalBinary does: UTC, Local if its offset at that instant
+// is the one recorded, else an unnamed fixed zone.
+func decodeTime(b []byte) (time.Time, error) {
+	if len(b) == 0 {
+		return time.Time{}, errors.New("no data")
+	}
+	version, want := b[0], 15
+	switch version {
+	case 1:
+	case 2:
+		want = 16
+	default:
+		return time.Time{}, fmt.Errorf("unsupported version %d", version)
+	}
+	if len(b) != want {
+		return time.Time{}, fmt.Errorf("length %d, want %d", len(b), want)
+	}
+	sec := int64(binary.BigEndian.Uint64(b[1:]))
+	nsec := int32(binary.BigEndian.Uint32(b[9:]))
+	if nsec < 0 || nsec >= 1e9 {
+		return time.Time{}, fmt.Errorf("nanoseconds %d out of range", nsec)
+	}
+	offset := int(int16(binary.BigEndian.Uint16(b[13:]))) * 60
+	if version == 2 {
+		offset += int(int8(b[15]))
+	}
+	if m := offset / 60; offset != -60 && (m == -1 || m < math.MinInt16 || m > math.MaxInt16) {
+		return time.Time{}, fmt.Errorf("zone offset %ds", offset)
+	}
+	// sec counts from January 1, year 1; time.Unix adds back what we take
+	// off (wrapping around at the extremes, as the time package does).
+	const unixToInternal = (1969*365 + 1969/4 - 1969/100 + 1969/400) * 24 * 60 * 60
+	t := time.Unix(sec-unixToInternal, int64(nsec)) // in Local
+	if offset == -60 {
+		return t.UTC(), nil
+	}
+	if _, local := t.Zone(); local == offset {
+		return t, nil
+	}
+	return t.In(time.FixedZone("", offset)), nil
+}
+
 // GobSerializer encodes session values with encoding/gob, like gorilla's
 // own stores, with entries in a stable order so that equal values encode to
 // equal bytes. Custom types must be registered with gob.Register.
@@ -358,20 +424,28 @@ type GobSerializer struct{}
 // Serialize implements Serializer.
 func (GobSerializer) Serialize(values map[any]any) ([]byte, error) {
 	type kv struct {
-		sortKey string
-		k, v    any
+		sortKey, tieKey string
+		k, v            any
 	}
 	entries := make([]kv, 0, len(values))
 	for k, v := range values {
-		sk, ok := k.(string)
-		if ok {
-			sk = "\x00" + sk // string keys first, then others by type and value
+		e := kv{k: k, v: v}
+		if sk, ok := k.(string); ok {
+			e.sortKey = "\x00" + sk // string keys first, then others by type and value
 		} else {
-			sk = fmt.Sprintf("%T\x00%v", k, k)
+			e.sortKey = fmt.Sprintf("%T\x00%v", k, k)
+			// Distinct keys can print alike that way (%T names a package by
+			// its name, not its path; %v calls String methods and does not
+			// quote strings inside arrays or structs), and equal sort keys
+			// would leave their order to map iteration: break such ties by
+			// full type name and Go syntax.
+			e.tieKey = typeName(reflect.TypeOf(k)) + "\x00" + fmt.Sprintf("%#v", k)
 		}
-		entries = append(entries, kv{sk, k, v})
+		entries = append(entries, e)
 	}
-	slices.SortFunc(entries, func(a, b kv) int { return strings.Compare(a.sortKey, b.sortKey) })
+	slices.SortFunc(entries, func(a, b kv) int {
+		return cmp.Or(strings.Compare(a.sortKey, b.sortKey), strings.Compare(a.tieKey, b.tieKey))
+	})
 	pairs := make([]any, 0, 2*len(entries))
 	for _, e := range entries {
 		pairs = append(pairs, e.k, e.v)
@@ -398,19 +472,36 @@ func (GobSerializer) Deserialize(data []byte, values map[any]any) (err error) {
 		}
 	}()
 	var pairs []any
-	dec := gob.NewDecoder(bytes.NewReader(data[1:]))
-	if err := dec.Decode(&pairs); err != nil {
+	r := bytes.NewReader(data[1:]) // an io.ByteReader: gob reads no further than it needs
+	if err := gob.NewDecoder(r).Decode(&pairs); err != nil {
 		return fmt.Errorf("%w: gob: %v", ErrCorrupt, err)
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, r.Len())
 	}
 	if len(pairs)%2 != 0 {
 		return fmt.Errorf("%w: odd number of gob items", ErrCorrupt)
 	}
 	for i := 0; i < len(pairs); i += 2 {
 		k := pairs[i]
-		if k == nil || !reflect.TypeOf(k).Comparable() {
+		// A nil key is a valid map key that Serialize writes; a key of a
+		// type that is not comparable would make the assignment panic.
+		if k != nil && !reflect.TypeOf(k).Comparable() {
 			return fmt.Errorf("%w: key of type %T cannot be a map key", ErrCorrupt, k)
 		}
 		values[k] = pairs[i+1]
 	}
 	return nil
+}
+
+// typeName names t with its package path, where %T has only the package's
+// name.
+func typeName(t reflect.Type) string {
+	if t == nil {
+		return "<nil>"
+	}
+	if t.Name() != "" && t.PkgPath() != "" {
+		return t.PkgPath() + "." + t.Name()
+	}
+	return t.String()
 }
