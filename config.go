@@ -23,6 +23,7 @@ const (
 	DefaultMaxIdle           = 5 * time.Minute
 	DefaultScavengeInterval  = time.Second
 	DefaultPurgeInterval     = 5 * time.Minute
+	DefaultMaxBatch          = 128
 )
 
 // minHashKeyLen is the shortest accepted securecookie hash key.
@@ -147,6 +148,16 @@ type Config struct {
 	// (PurgeExpired) or automatic. Default 5 minutes; negative disables
 	// automatic purging (expired rows are never served either way).
 	PurgeInterval time.Duration
+
+	// MaxBatch is the largest number of writes (Saves and deletes) of this
+	// store that commit together. Writes that arrive while another commit
+	// is in flight queue up and go in the next transaction: one multi-row
+	// statement and one notification per 90 sessions, so the cluster-wide
+	// lock a notifying commit takes is paid once per batch, not once per
+	// write. A write that finds no commit in flight goes at once, alone.
+	// Each Save still returns only after its own write committed, with its
+	// own error. Default 128; 1 (or negative) disables batching.
+	MaxBatch int
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error
@@ -239,6 +250,12 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxIdle = DefaultMaxIdle
 	case c.MaxIdle < 0:
 		return c, fmt.Errorf("%w: MaxIdle %v is negative (disable the scavenger with a negative ScavengeInterval)", ErrInvalidConfig, c.MaxIdle)
+	}
+	switch {
+	case c.MaxBatch == 0:
+		c.MaxBatch = DefaultMaxBatch
+	case c.MaxBatch < 0:
+		c.MaxBatch = 1
 	}
 	if c.ScavengeInterval == 0 {
 		c.ScavengeInterval = DefaultScavengeInterval

@@ -92,3 +92,13 @@ func StartPurger(s *Store, interval time.Duration, after func(time.Duration) <-c
 	}()
 	return func() { cancel(); <-done }
 }
+
+// QueuedWrites returns how many writes wait behind a commit in flight.
+func QueuedWrites(s *Store) int {
+	if s.commits == nil {
+		return 0
+	}
+	s.commits.mu.Lock()
+	defer s.commits.mu.Unlock()
+	return len(s.commits.queue)
+}

@@ -16,9 +16,10 @@ import (
 // change of privilege) against session fixation. A session that was never
 // saved is simply saved, with a token of its own.
 func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
-	if s.closed.Load() {
+	if !s.beginWrite() {
 		return ErrClosed
 	}
+	defer s.endWrite()
 	if err := s.regenerate(r.Context(), w, session); err != nil {
 		s.counters.errors.Add(1)
 		return err
@@ -93,9 +94,10 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 // Clear deletes every session in the table, and every instance drops its
 // whole cache.
 func (s *Store) Clear(ctx context.Context) error {
-	if s.closed.Load() {
+	if !s.beginWrite() {
 		return ErrClosed
 	}
+	defer s.endWrite()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, s.sql.clear); err != nil {
 			return err
@@ -116,9 +118,10 @@ func (s *Store) Clear(ctx context.Context) error {
 // exist is not an error. A token this store could not have issued is
 // ErrInvalidID.
 func (s *Store) Delete(ctx context.Context, token string) error {
-	if s.closed.Load() {
+	if !s.beginWrite() {
 		return ErrClosed
 	}
+	defer s.endWrite()
 	t, err := parseToken(token)
 	if err != nil {
 		s.counters.errors.Add(1)
@@ -133,8 +136,7 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 
 // deleteKey deletes k's row, telling every instance.
 func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
-	var n int64
-	err := s.pool.QueryRow(ctx, s.sql.delete, k[:], s.cfg.Channel, s.prefix).Scan(&n)
+	n, _, err := s.write(ctx, k, nil, 0)
 	// Dropped even on error: a failed delete may have committed.
 	s.cache.remove(k)
 	if err != nil {

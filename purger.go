@@ -62,9 +62,10 @@ func (p *purger) next() time.Duration {
 // expired, and no instance serves an entry past the expiry it read from the
 // database.
 func (s *Store) PurgeExpired(ctx context.Context) (int64, error) {
-	if s.closed.Load() {
+	if !s.beginWrite() {
 		return 0, ErrClosed
 	}
+	defer s.endWrite()
 	n, err := s.purge(ctx)
 	if s.purger != nil {
 		select {

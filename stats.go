@@ -30,6 +30,9 @@ type Stats struct {
 	PurgeRuns    int64 // purge rounds this instance ran (automatic and PurgeExpired)
 	RowsPurged   int64 // expired rows this instance deleted
 	PurgeSkipped int64 // purge rounds skipped because another instance was purging
+
+	Batches       int64 // commits that carried more than one write
+	BatchedWrites int64 // writes that went in such a commit
 }
 
 // counters are the live, always-on counters behind Stats.
@@ -39,6 +42,8 @@ type counters struct {
 	notifications, evictions, badNotifications, reconnects, drops atomic.Int64
 
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
+
+	batches, batchedWrites atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -67,6 +72,9 @@ func (s *Store) Stats() Stats {
 		PurgeRuns:    c.purgeRuns.Load(),
 		RowsPurged:   c.rowsPurged.Load(),
 		PurgeSkipped: c.purgeSkipped.Load(),
+
+		Batches:       c.batches.Load(),
+		BatchedWrites: c.batchedWrites.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDown = l.downTime()

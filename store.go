@@ -44,8 +44,9 @@ type Store struct {
 	codecs   []securecookie.Codec
 	cache    *cache // nil when disabled
 	flight   flight
-	listener *listener // nil when the cache is disabled
-	purger   *purger   // nil when automatic purging is off
+	listener *listener  // nil when the cache is disabled
+	purger   *purger    // nil when automatic purging is off
+	commits  *committer // nil when batching is off (MaxBatch 1)
 
 	purgeBatchSize int    // rows per purge statement
 	origin         string // identifies this Store in notifications
@@ -60,6 +61,11 @@ type Store struct {
 	wg        sync.WaitGroup // background goroutines
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	writesMu   sync.Mutex // protects writes, closing
+	writesDone sync.Cond  // signalled when writes drops to 0 while closing
+	writes     int        // write operations in progress
+	closing    bool
 }
 
 // queries are the store's SQL statements, with the table name in place.
@@ -72,6 +78,7 @@ type queries struct {
 	purge   string
 	count   string
 	clear   string
+	batch   string
 }
 
 func newQueries(schema, table string) queries {
@@ -104,6 +111,7 @@ func newQueries(schema, table string) queries {
 				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
 		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now()`,
 		clear: `DELETE FROM ` + t,
+		batch: batchSQL(t),
 	}
 }
 
@@ -160,6 +168,10 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() ti
 		purgeBatchSize: defaultPurgeBatch,
 	}
 	s.prefix = payloadPrefix(s.origin)
+	s.writesDone.L = &s.writesMu
+	if cfg.MaxBatch > 1 {
+		s.commits = &committer{s: s, max: cfg.MaxBatch}
+	}
 	if !cfg.SkipCreateTable {
 		if err := s.createTable(ctx); err != nil {
 			return nil, err
@@ -264,10 +276,52 @@ func (s *Store) createTable(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		// Writes already under way finish: none is lost or left half done.
+		s.writesMu.Lock()
+		s.closing = true
+		for s.writes > 0 {
+			s.writesDone.Wait()
+		}
+		s.writesMu.Unlock()
 		s.cancel()
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// beginWrite registers a write operation, or reports that the store is
+// closed. endWrite must follow.
+func (s *Store) beginWrite() bool {
+	s.writesMu.Lock()
+	defer s.writesMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.writes++
+	return true
+}
+
+func (s *Store) endWrite() {
+	s.writesMu.Lock()
+	defer s.writesMu.Unlock()
+	s.writes--
+	if s.writes == 0 && s.closing {
+		s.writesDone.Broadcast()
+	}
+}
+
+// write commits a write (or, with data nil, a delete) of k, batched with
+// concurrent ones unless batching is off. For a delete, version is 1 if a
+// row was deleted. superseded reports that a later write of k in the same
+// batch won, so this one's data is not what is stored.
+func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration) (version int64, superseded bool, err error) {
+	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), del: data == nil}
+	if s.commits == nil {
+		s.commitOne(ctx, op)
+	} else {
+		s.commits.write(ctx, op)
+	}
+	return op.version, op.superseded, op.err
 }
 
 // Get returns the session called name for the request, through gorilla's
@@ -389,9 +443,10 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 // the cookie instead. On any error nothing is cached, no cookie is set, and
 // what was stored before is unchanged.
 func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
-	if s.closed.Load() {
+	if !s.beginWrite() {
 		return ErrClosed
 	}
+	defer s.endWrite()
 	opts := session.Options
 	if opts == nil {
 		opts = s.cfg.Cookie
@@ -445,15 +500,18 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		// The row changed or vanished since it was cached: write it whole.
 	}
 
-	var version int64
 	rt := s.cache.begin(k)
-	err = s.pool.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version)
+	version, superseded, err := s.write(ctx, k, data, lifetime)
 	if err != nil {
 		s.cache.abort(k)
 		return fmt.Errorf("save session: %w", err)
 	}
 	s.counters.saves.Add(1)
-	s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
+	if superseded {
+		s.cache.end(k) // the write that won caches its own data
+	} else {
+		s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
+	}
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, version)
 }
