@@ -1,0 +1,8 @@
+//go:build !unix
+
+package bench
+
+import "time"
+
+// processCPU is not implemented here: no cpu-ns/op metric is reported.
+func processCPU() (time.Duration, bool) { return 0, false }
