@@ -158,6 +158,12 @@ type Config struct {
 	// Each Save still returns only after its own write committed, with its
 	// own error. Default 128; 1 (or negative) disables batching.
 	MaxBatch int
+
+	// Clock is the store's local clock: it decides when cache entries are
+	// idle (MaxIdle) and when they pass the expiry read from the database.
+	// Expiry in the database always follows the database clock. Default
+	// time.Now; replace it only for tests and simulations.
+	Clock func() time.Time
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error
@@ -250,6 +256,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxIdle = DefaultMaxIdle
 	case c.MaxIdle < 0:
 		return c, fmt.Errorf("%w: MaxIdle %v is negative (disable the scavenger with a negative ScavengeInterval)", ErrInvalidConfig, c.MaxIdle)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	switch {
 	case c.MaxBatch == 0:

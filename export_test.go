@@ -11,7 +11,8 @@ import (
 
 // NewWithClock is New with the store's local clock replaced.
 func NewWithClock(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() time.Time) (*Store, error) {
-	return newStore(ctx, pool, cfg, now)
+	cfg.Clock = now
+	return New(ctx, pool, cfg)
 }
 
 // FlightWaiters returns how many Gets wait on the database load of the

@@ -131,11 +131,6 @@ func ddl(schema, table string) string {
 //
 // The pool stays the caller's: Close does not close it.
 func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
-	return newStore(ctx, pool, cfg, time.Now)
-}
-
-// newStore is New with the store's clock given: tests pass their own.
-func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() time.Time) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
@@ -163,7 +158,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() ti
 		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table),
 		log:    cfg.Logger,
-		now:    now,
+		now:    cfg.Clock,
 
 		purgeBatchSize: defaultPurgeBatch,
 	}
