@@ -21,7 +21,23 @@ type entry struct {
 	version  int64     // the row's version when data was read or written
 	deadline time.Time // local time by which the row has surely expired
 
-	lastUsed atomic.Int64 // store-clock UnixNano of the last read or write here
+	lastUsed atomic.Int64                 // store-clock UnixNano of the last read or write here
+	cookie   atomic.Pointer[signedCookie] // a cookie value signed for this version, once one is known
+}
+
+// signedCookie is a cookie value signed, with the current key, for the
+// token and version of an entry.
+type signedCookie struct{ name, value string }
+
+// signed returns the cookie signed for version under name, if e has one.
+func (e *entry) signed(name string, version int64) *signedCookie {
+	if e == nil || e.version != version {
+		return nil
+	}
+	if sc := e.cookie.Load(); sc != nil && sc.name == name {
+		return sc
+	}
+	return nil
 }
 
 func newEntry(data []byte, version int64, deadline, now time.Time) *entry {
@@ -147,7 +163,7 @@ func (c *cache) add(k keyHash, e *entry, rt trip) {
 
 // remove drops k; round trips of k in flight will not add what they read.
 func (c *cache) remove(k keyHash) {
-	c.invalidate(k, 0, true)
+	c.invalidate(k, 0)
 }
 
 // abort ends a write's round trip that failed. The write may have committed
@@ -161,9 +177,9 @@ func (c *cache) abort(k keyHash) {
 }
 
 // invalidate records that version of k exists (0: k was deleted), so that
-// round trips in flight will not add anything older, and, with evict, drops
-// a cached entry older than that. It reports whether an entry was dropped.
-func (c *cache) invalidate(k keyHash, version int64, evict bool) bool {
+// round trips in flight will not add anything older, and drops a cached
+// entry older than that. It reports whether an entry was dropped.
+func (c *cache) invalidate(k keyHash, version int64) bool {
 	if c == nil {
 		return false
 	}
@@ -179,7 +195,7 @@ func (c *cache) invalidate(k keyHash, version int64, evict bool) bool {
 		}
 		s.recent[k] = version
 	}
-	if old, ok := c.lru.Peek(k); evict && ok && old.version < version {
+	if old, ok := c.lru.Peek(k); ok && old.version < version {
 		c.lru.Remove(k)
 		return true
 	}

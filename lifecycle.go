@@ -73,9 +73,10 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 		return fmt.Errorf("regenerate session: %w", err)
 	}
 	s.counters.saves.Add(1)
-	s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
+	e := newEntry(data, version, now.Add(lifetime), now)
+	s.cache.add(k, e, rt)
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, version)
+	return s.setCookie(w, session, opts, tok, version, e)
 }
 
 // Len returns the number of sessions that have not expired.

@@ -383,9 +383,10 @@ func (l *listener) apply() {
 			l.s.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
 			continue
 		}
-		// This store's own writes need no eviction: each one already ended
-		// in an add of its version or, if it failed, a removal. The echo
-		// may even arrive before that add, and must not cost a miss then.
+		// This store's own writes are echoed too. Its entry of the version
+		// it wrote stays; an older one is evicted (the write's own add may
+		// have been dropped, say by a reconnect's drop, while a read of the
+		// older version landed), but not counted: nothing changed elsewhere.
 		own := origin == l.origin
 		for _, it := range items {
 			if it.all {
@@ -395,7 +396,7 @@ func (l *listener) apply() {
 				}
 				continue
 			}
-			if l.s.cache.invalidate(it.key, it.version, !own) {
+			if l.s.cache.invalidate(it.key, it.version) && !own {
 				l.s.counters.evictions.Add(1)
 			}
 		}

@@ -343,7 +343,7 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	if err != nil {
 		return session, nil
 	}
-	tok, version, ok := s.decodeCookie(name, c.Value)
+	tok, version, primary, ok := s.decodeCookie(name, c.Value)
 	if !ok {
 		s.counters.invalid.Add(1)
 		return session, nil
@@ -362,6 +362,10 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		s.counters.errors.Add(1)
 		s.log.Error("pgsession: stored session cannot be decoded", "key_hash", fmt.Sprintf("%x", k[:8]), "err", err)
 		return session, fmt.Errorf("decode session: %w", err)
+	}
+	if primary && e.version == version && e.cookie.Load() == nil {
+		// The client's cookie is what an unchanged Save would sign again.
+		e.cookie.Store(&signedCookie{name: name, value: c.Value})
 	}
 	session.ID = tok.String()
 	session.IsNew = false
@@ -477,7 +481,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
 			e.touch(now)
 			s.counters.skipped.Add(1)
-			return s.setCookie(w, session, opts, tok, e.version)
+			return s.setCookie(w, session, opts, tok, e.version, e)
 		}
 		rt := s.cache.begin(k)
 		ok, err := s.refresh(ctx, k, e.version, lifetime)
@@ -489,8 +493,10 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		}
 		if ok {
 			s.counters.refreshes.Add(1)
-			s.cache.add(k, newEntry(e.data, e.version, now.Add(lifetime), now), rt)
-			return s.setCookie(w, session, opts, tok, e.version)
+			refreshed := newEntry(e.data, e.version, now.Add(lifetime), now)
+			refreshed.cookie.Store(e.cookie.Load())
+			s.cache.add(k, refreshed, rt)
+			return s.setCookie(w, session, opts, tok, e.version, refreshed)
 		}
 		// The row changed or vanished since it was cached: write it whole.
 	}
@@ -502,13 +508,15 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		return fmt.Errorf("save session: %w", err)
 	}
 	s.counters.saves.Add(1)
+	var e *entry
 	if superseded {
 		s.cache.end(k) // the write that won caches its own data
 	} else {
-		s.cache.add(k, newEntry(data, version, now.Add(lifetime), now), rt)
+		e = newEntry(data, version, now.Add(lifetime), now)
+		s.cache.add(k, e, rt)
 	}
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, version)
+	return s.setCookie(w, session, opts, tok, version, e)
 }
 
 // encode serializes the session's values, within MaxLength.
@@ -550,34 +558,53 @@ func (s *Store) delete(ctx context.Context, w http.ResponseWriter, session *sess
 	return nil
 }
 
-func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
-	payload := binary.AppendUvarint(tok[:], uint64(version))
-	value, err := securecookie.EncodeMulti(session.Name(), payload, s.codecs...)
-	if err != nil {
-		return fmt.Errorf("encode cookie: %w", err)
+// setCookie sets the cookie for tok at version. e, if not nil, is the cache
+// entry of that version: a cookie already signed for it is reused (the
+// signature carries no expiry the store checks), and a new one is kept on it.
+func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64, e *entry) error {
+	name := session.Name()
+	var value string
+	if sc := e.signed(name, version); sc != nil {
+		value = sc.value
+	} else {
+		payload := binary.AppendUvarint(tok[:], uint64(version))
+		v, err := securecookie.EncodeMulti(name, payload, s.codecs...)
+		if err != nil {
+			return fmt.Errorf("encode cookie: %w", err)
+		}
+		value = v
+		if e != nil && e.version == version {
+			e.cookie.Store(&signedCookie{name: name, value: value})
+		}
 	}
-	http.SetCookie(w, sessions.NewCookie(session.Name(), value, opts))
+	http.SetCookie(w, sessions.NewCookie(name, value, opts))
 	return nil
 }
 
 // decodeCookie verifies a cookie value and returns the token and the
-// version the client was last given.
-func (s *Store) decodeCookie(name, value string) (token, int64, bool) {
-	var tok token
+// version the client was last given; primary reports that the current key
+// (the first pair) signed it.
+func (s *Store) decodeCookie(name, value string) (tok token, version int64, primary, ok bool) {
 	var payload []byte
-	if err := securecookie.DecodeMulti(name, value, &payload, s.codecs...); err != nil {
+	i, err := 0, error(nil)
+	for i = range s.codecs {
+		if err = s.codecs[i].Decode(name, value, &payload); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		s.log.Debug("pgsession: cookie rejected", "name", name, "err", err)
-		return tok, 0, false
+		return tok, 0, false, false
 	}
 	if len(payload) <= tokenLen {
-		return tok, 0, false
+		return tok, 0, false, false
 	}
 	v, n := binary.Uvarint(payload[tokenLen:])
 	if n <= 0 || tokenLen+n != len(payload) || v > 1<<62 {
-		return tok, 0, false
+		return tok, 0, false, false
 	}
 	copy(tok[:], payload)
-	return tok, int64(v), true
+	return tok, int64(v), i == 0, true
 }
 
 func newToken() (token, error) {

@@ -321,6 +321,14 @@ func TestKeyRotation(t *testing.T) {
 	if sess.IsNew || sess.Values["n"] != 1 {
 		t.Fatalf("a cookie signed with the previous key was not accepted: %v", sess.Values)
 	}
+	// An unchanged Save re-signs a cookie that came with the previous key,
+	// so clients move to the new key as they come by.
+	c3 := save(t, rotated, get(t, rotated, c))
+	cfgNew := cfg
+	cfgNew.KeyPairs = [][]byte{newHash}
+	if got := get(t, newStore(t, testDB.pool, cfgNew), c3); got.IsNew || got.Values["n"] != 1 {
+		t.Fatalf("the unchanged Save kept the previous key's signature: %v", got.Values)
+	}
 	// The rotated store signs with the new key: the old store no longer
 	// accepts what it issues.
 	sess.Values["n"] = 2
@@ -441,8 +449,12 @@ func TestSaveUnchangedSkipsDatabase(t *testing.T) {
 	// Unchanged, expiry fresh: no round trip, but the cookie is still set.
 	sess := get(t, s, c)
 	before := s.Stats()
-	if c2 := save(t, s, sess); c2 == nil {
+	c2 := save(t, s, sess)
+	if c2 == nil {
 		t.Fatal("an unchanged Save set no cookie")
+	}
+	if got := get(t, newStore(t, testDB.pool, cfg), c2); got.IsNew || got.Values["user"] != "ada" {
+		t.Fatalf("the cookie of an unchanged Save does not open the session: %v", got.Values)
 	}
 	if st := s.Stats(); st.SavesSkipped != before.SavesSkipped+1 || st.Saves != before.Saves || st.Refreshes != before.Refreshes {
 		t.Fatalf("unchanged Save: stats %+v (before %+v), want one skip", st, before)
