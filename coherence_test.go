@@ -296,43 +296,30 @@ func TestRandomizedTwoStoreWorkload(t *testing.T) {
 	// Each client writes on a random instance and reads on a random one,
 	// always presenting its newest cookie: it must never read older than
 	// it wrote.
-	var wg sync.WaitGroup
 	var stale atomic.Int64
-	errc := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var c *http.Cookie
-			last := 0
-			for i := 1; i <= 40; i++ {
-				st := stores[rand.IntN(2)]
-				sess, err := st.Get(request(c), cookieName)
-				if err != nil {
-					errc <- err
-					return
-				}
-				if v, _ := sess.Values["n"].(int); v < last {
-					stale.Add(1)
-				}
-				if rand.IntN(3) == 0 {
-					continue
-				}
-				sess.Values["n"] = i
-				w := httptest.NewRecorder()
-				if err := stores[rand.IntN(2)].Save(request(c), w, sess); err != nil {
-					errc <- err
-					return
-				}
-				c, last = responseCookie(t, w), i
+	goEach(t, 8, func(int) error {
+		var c *http.Cookie
+		last := 0
+		for i := 1; i <= 40; i++ {
+			sess, err := stores[rand.IntN(2)].Get(request(c), cookieName)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+			if v, _ := sess.Values["n"].(int); v < last {
+				stale.Add(1)
+			}
+			if rand.IntN(3) == 0 {
+				continue
+			}
+			sess.Values["n"] = i
+			w := httptest.NewRecorder()
+			if err := stores[rand.IntN(2)].Save(request(c), w, sess); err != nil {
+				return err
+			}
+			c, last = responseCookie(t, w), i
+		}
+		return nil
+	})()
 	if stale.Load() != 0 {
 		t.Fatalf("%d stale reads", stale.Load())
 	}

@@ -209,32 +209,22 @@ func TestOnlyOneInstancePurgesAtATime(t *testing.T) {
 
 	// Both at once, free running: every row removed once, no error.
 	insertExpired(t, cfg.Table, 3000)
-	var wg sync.WaitGroup
 	var total atomic.Int64
-	errs := make(chan error, 2)
-	for _, s := range []*pgsession.Store{b, newStore(t, testDB.pool, cfg)} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pgsession.SetPurgeBatch(s, 100)
-			for { // until the table has nothing expired left
-				n, err := s.PurgeExpired(ctx)
-				if err != nil {
-					errs <- err
-					return
-				}
-				total.Add(n)
-				if countRows(t, cfg.Table) == 0 {
-					return
-				}
+	c := newStore(t, testDB.pool, cfg)
+	pgsession.SetPurgeBatch(c, 100)
+	purgers := []*pgsession.Store{b, c}
+	goEach(t, len(purgers), func(i int) error {
+		for { // until the table has nothing expired left
+			n, err := purgers[i].PurgeExpired(ctx)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			total.Add(n)
+			if countRows(t, cfg.Table) == 0 {
+				return nil
+			}
+		}
+	})()
 	if total.Load() != 3000 {
 		t.Fatalf("purged %d rows in all, want 3000", total.Load())
 	}

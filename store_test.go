@@ -207,30 +207,18 @@ func TestConcurrentMissesShareOneQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 20
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got, err := reader.Get(request(c), cookieName)
-			if err == nil && got.Values["n"] != 7 {
-				err = errors.New("wrong values")
-			}
-			errs <- err
-		}()
-	}
+	wait := goEach(t, n, func(int) error {
+		got, err := reader.Get(request(c), cookieName)
+		if err == nil && got.Values["n"] != 7 {
+			err = errors.New("wrong values")
+		}
+		return err
+	})
 	waitFor(t, "all Gets to wait on one load", func() bool { return pgsession.FlightWaiters(reader, sess.ID) == n-1 })
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	wait()
 	if st := reader.Stats(); st.Loads != 1 {
 		t.Fatalf("%d concurrent misses ran %d loads, want 1", n, st.Loads)
 	}
@@ -653,39 +641,26 @@ func TestConcurrentUse(t *testing.T) {
 	cfg := testConfig(t)
 	s := newStore(t, testDB.pool, cfg)
 	const workers, rounds = 8, 25
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var c *http.Cookie
-			for i := range rounds {
-				sess, err := s.Get(request(c), cookieName)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if c != nil && sess.Values["i"] != i-1 {
-					errs <- errors.New("read an older value than this worker wrote")
-					return
-				}
-				sess.Values["i"] = i
-				sess.Values["w"] = w
-				rec := httptest.NewRecorder()
-				if err := s.Save(request(c), rec, sess); err != nil {
-					errs <- err
-					return
-				}
-				c = responseCookie(t, rec)
+	goEach(t, workers, func(w int) error {
+		var c *http.Cookie
+		for i := range rounds {
+			sess, err := s.Get(request(c), cookieName)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			if c != nil && sess.Values["i"] != i-1 {
+				return errors.New("read an older value than this worker wrote")
+			}
+			sess.Values["i"] = i
+			sess.Values["w"] = w
+			rec := httptest.NewRecorder()
+			if err := s.Save(request(c), rec, sess); err != nil {
+				return err
+			}
+			c = responseCookie(t, rec)
+		}
+		return nil
+	})()
 	if st := s.Stats(); st.Saves != workers*rounds {
 		t.Fatalf("Saves = %d, want %d", st.Saves, workers*rounds)
 	}

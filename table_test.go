@@ -3,8 +3,8 @@ package pgsession_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -60,25 +60,11 @@ func TestNamesAreQuoted(t *testing.T) {
 func TestInstancesStartingTogetherCreateTableOnce(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	const n = 6
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := pgsession.New(context.Background(), testDB.pool, cfg)
-			if err == nil {
-				err = s.Close()
-			}
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	goEach(t, 6, func(int) error {
+		s, err := pgsession.New(context.Background(), testDB.pool, cfg)
 		if err != nil {
-			t.Fatalf("concurrent New: %v", err)
+			return fmt.Errorf("concurrent New: %w", err)
 		}
-	}
+		return s.Close()
+	})()
 }
