@@ -2,9 +2,12 @@ package pgsession
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Group commit.
@@ -138,8 +141,11 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp) {
 		op.err = s.pool.QueryRow(ctx, s.sql.delete, op.key[:], s.cfg.Channel, s.prefix).Scan(&op.version)
 	} else {
 		op.err = s.pool.QueryRow(ctx, s.sql.upsert, op.key[:], op.data, op.lifetimeUS, s.cfg.Channel, s.prefix).Scan(&op.version)
+		if errors.Is(op.err, pgx.ErrNoRows) {
+			op.err = ErrDeleted // the upsert met a tombstone
+		}
 	}
-	if op.err != nil {
+	if op.err != nil && !errors.Is(op.err, ErrDeleted) {
 		op.err = fmt.Errorf("write session: %w", op.err)
 	}
 }
@@ -181,7 +187,7 @@ func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 		case op.del:
 			op.version = 0 // nothing to delete
 		case !ok:
-			return fmt.Errorf("batch wrote no row for a session") // cannot happen: an upsert always returns its row
+			op.err = ErrDeleted // the upsert met a tombstone
 		default:
 			op.version = v
 		}
@@ -200,11 +206,11 @@ func batchSQL(t string) string {
 			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u
 			ON CONFLICT (key_hash) DO UPDATE
 			SET data = excluded.data, expires_at = excluded.expires_at,
-				version = s.version + 1, updated_at = now()
+				version = s.version + 1, updated_at = now(), deleted = false
+			WHERE NOT s.deleted OR s.expires_at <= now()
 			RETURNING key_hash, version),
 		d AS (
-			DELETE FROM ` + t + ` WHERE key_hash = ANY($4::bytea[])
-			RETURNING key_hash, 0::bigint AS version),
+			SELECT key_hash, 0::bigint AS version FROM (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `) x),
 		a AS (
 			SELECT key_hash, version FROM w UNION ALL SELECT key_hash, version FROM d),
 		n AS (

@@ -301,3 +301,40 @@ func TestCloseDuringABurstLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchRefusesALoggedOutSessionOnly(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	plain := newStore(t, testDB.pool, cfg)
+	gone, c := login(t, plain, map[any]any{"v": "gone"})
+	logout := get(t, plain, c)
+	logout.Options.MaxAge = -1
+	save(t, plain, logout)
+
+	s, held, release, batches := heldStore(t, cfg)
+	defer release()
+	blocker := saveAsync(s, newSession(s, "blocker"))
+	<-held
+	good := make([]<-chan saveResult, 3)
+	for i := range good {
+		good[i] = saveAsync(s, newSession(s, fmt.Sprint(i)))
+	}
+	gone.Values["v"] = "back from the dead"
+	stale := saveAsync(s, gone)
+	waitQueued(t, s, len(good)+1)
+	release()
+	if r := <-blocker; r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r := <-stale; !errors.Is(r.err, pgsession.ErrDeleted) || r.cookie != nil {
+		t.Fatalf("save of a logged-out session in a batch: %v, cookie %v; want ErrDeleted and no cookie", r.err, r.cookie)
+	}
+	for i, rc := range good {
+		if r := <-rc; r.err != nil {
+			t.Fatalf("good write %d: %v", i, r.err)
+		}
+	}
+	if batches.n.Load() != 1 || liveRows(t, cfg.Table) != len(good)+1 {
+		t.Fatalf("%d batch statements, %d live rows", batches.n.Load(), liveRows(t, cfg.Table))
+	}
+}

@@ -19,6 +19,12 @@ var (
 	// something this store did not issue.
 	ErrInvalidID = errors.New("pgsession: invalid session id")
 
+	// ErrDeleted is returned by Save when the session was deleted (logged
+	// out, here or on another instance) after this request loaded it.
+	// Nothing is written: a logout is never undone by a request that was
+	// already under way. The session stays deleted.
+	ErrDeleted = errors.New("pgsession: session was deleted")
+
 	// ErrCorrupt is wrapped when stored session data cannot be decoded.
 	ErrCorrupt = errors.New("pgsession: corrupt session data")
 )

@@ -7,6 +7,9 @@ CREATE TABLE IF NOT EXISTS http_sessions (
     version    bigint      NOT NULL DEFAULT 1,      -- +1 on every write of data
     expires_at timestamptz NOT NULL,                -- set from the database clock
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Logged out. The row stays, empty, until expires_at, so that a request
+    -- that loaded the session before the logout cannot save it back.
+    deleted    boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS http_sessions_expires_at_idx ON http_sessions (expires_at);

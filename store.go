@@ -89,7 +89,7 @@ func newQueries(schema, table string) queries {
 	return queries{
 		table: t,
 		load: `SELECT data, version, expires_at, now() FROM ` + t +
-			` WHERE key_hash = $1 AND expires_at > now()`,
+			` WHERE key_hash = $1 AND expires_at > now() AND NOT deleted`,
 		// The notification goes in the same statement, so in the same
 		// transaction: it is delivered if and only if the write commits.
 		upsert: `WITH w AS (
@@ -97,22 +97,31 @@ func newQueries(schema, table string) queries {
 				VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
 				ON CONFLICT (key_hash) DO UPDATE
 				SET data = excluded.data, expires_at = excluded.expires_at,
-					version = s.version + 1, updated_at = now()
+					version = s.version + 1, updated_at = now(), deleted = false
+				WHERE NOT s.deleted OR s.expires_at <= now()
 				RETURNING version)
 			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
 		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
-			WHERE key_hash = $1 AND version = $2 AND expires_at > now()`,
-		delete: `WITH d AS (DELETE FROM ` + t + ` WHERE key_hash = $1 RETURNING key_hash)
+			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted`,
+		// A delete leaves a tombstone (see schema.sql); purge removes it
+		// once it expires.
+		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
 			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
 		// SKIP LOCKED: rows a concurrent writer or purger holds are left
 		// for the next batch instead of waited for.
 		purge: `DELETE FROM ` + t + ` WHERE key_hash IN (
 				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
 				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
-		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now()`,
+		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now() AND NOT deleted`,
 		clear: `DELETE FROM ` + t,
 		batch: batchSQL(t),
 	}
+}
+
+// tombstone is the statement that deletes the sessions matching where.
+func tombstone(t, where string) string {
+	return `UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+		WHERE ` + where + ` AND NOT deleted RETURNING key_hash`
 }
 
 // ddl returns schema.sql with the configured names in place of the defaults.
@@ -225,7 +234,7 @@ func (s *Store) cacheUsable() bool {
 // uses, and that the connecting role may do everything the store does with
 // it, so that a missing grant fails New, not the first logout.
 func (s *Store) checkTable(ctx context.Context) error {
-	if _, err := s.pool.Exec(ctx, `SELECT key_hash, data, version, expires_at FROM `+s.sql.table+` LIMIT 0`); err != nil {
+	if _, err := s.pool.Exec(ctx, `SELECT key_hash, data, version, expires_at, deleted FROM `+s.sql.table+` LIMIT 0`); err != nil {
 		return fmt.Errorf("check session table %s: %w", s.sql.table, err)
 	}
 	var role string
@@ -504,6 +513,8 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	rt := s.cache.begin(k)
 	version, superseded, err := s.write(ctx, k, data, lifetime)
 	if err != nil {
+		// ErrDeleted included: the session was logged out while this
+		// request held it, and stays logged out.
 		s.cache.abort(k)
 		return fmt.Errorf("save session: %w", err)
 	}

@@ -351,12 +351,8 @@ func TestSaveMaxAgeNegativeDeletes(t *testing.T) {
 	if _, ok := pgsession.Cached(s, id); ok {
 		t.Fatal("deleted session still cached")
 	}
-	var n int
-	if err := testDB.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{cfg.Table}.Sanitize()).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
-		t.Fatalf("%d rows after delete", n)
+	if n := liveRows(t, cfg.Table); n != 0 {
+		t.Fatalf("%d live rows after delete", n)
 	}
 	if got := get(t, s, c); !got.IsNew {
 		t.Fatal("deleted session still served")
@@ -668,3 +664,51 @@ func TestConcurrentUse(t *testing.T) {
 
 // ensure the helpers compile against the sessions.Store interface.
 var _ sessions.Store = (*pgsession.Store)(nil)
+
+func TestLogoutIsNotUndoneByARequestUnderWay(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	a, b := twoStores(t, cfg)
+	_, c := login(t, a, map[any]any{"user": "ada"})
+	slow := get(t, b, c) // a request on b loads the session...
+
+	logout := get(t, a, c) // ...while the user logs out on a
+	logout.Options.MaxAge = -1
+	save(t, a, logout)
+
+	slow.Values["last_seen"] = "now" // the slow request then saves
+	w := httptest.NewRecorder()
+	err := b.Save(request(c), w, slow)
+	if !errors.Is(err, pgsession.ErrDeleted) {
+		t.Fatalf("Save of a session logged out meanwhile: %v, want ErrDeleted", err)
+	}
+	if responseCookie(t, w) != nil {
+		t.Fatal("the refused Save set a cookie")
+	}
+	for name, s := range map[string]*pgsession.Store{"a": a, "b": b, "cold": newStore(t, testDB.pool, cfg)} {
+		if got := get(t, s, c); !got.IsNew {
+			t.Fatalf("%s serves the logged-out session: %v", name, got.Values)
+		}
+	}
+	if n, _ := a.Len(context.Background()); n != 0 {
+		t.Fatalf("Len = %d after logout", n)
+	}
+}
+
+func TestSaveRecreatesASessionPurgedUnderIt(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := newStore(t, testDB.pool, cfg)
+	_, c := login(t, s, map[any]any{"n": 1})
+	sess := get(t, s, c)
+	// Expiry cleanup removed the row while the request held the session:
+	// unlike a logout, that must not lose the write.
+	if _, err := testDB.pool.Exec(context.Background(), "DELETE FROM "+pgx.Identifier{cfg.Table}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	sess.Values["n"] = 2
+	c2 := save(t, s, sess)
+	if got := get(t, newStore(t, testDB.pool, cfg), c2); got.Values["n"] != 2 {
+		t.Fatalf("values %v after saving over a purged row", got.Values)
+	}
+}
