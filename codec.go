@@ -76,11 +76,23 @@ func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
 		return GobSerializer{}.Serialize(values)
 	}
 	keys := make([]string, 0, len(values))
-	for k := range values {
+	size := 1 + binary.MaxVarintLen64
+	for k, v := range values {
 		keys = append(keys, k.(string))
+		// Allocate once: strings and bytes dominate; fixed-size values and
+		// length prefixes fit in the per-entry allowance.
+		size += len(k.(string)) + 2*binary.MaxVarintLen64
+		switch v := v.(type) {
+		case string:
+			size += len(v)
+		case []byte:
+			size += len(v)
+		case time.Time:
+			size += 16
+		}
 	}
 	slices.Sort(keys)
-	b := make([]byte, 0, 64)
+	b := make([]byte, 0, size)
 	b = append(b, formatCompact)
 	b = binary.AppendUvarint(b, uint64(len(keys)))
 	for _, k := range keys {
