@@ -1,9 +1,11 @@
 package pgsession
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -102,13 +104,21 @@ func (c *committer) commitAndHandOff(ctx context.Context, batch []*writeOp) {
 
 // commit writes batch and sets every op's outcome. Two writes of one
 // session in a batch: the later wins, and the earlier learns the outcome of
-// the later. A multi-row batch that fails is retried write by write, so one
-// bad write cannot fail the others.
+// the later. But a save queued after a delete of its session is refused
+// with ErrDeleted, as it would have been one batch later: a logout is never
+// undone by a request that loaded the session before it. A multi-row batch
+// that fails is retried write by write, so one bad write cannot fail the
+// others.
 func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	last := make(map[keyHash]*writeOp, len(batch))
 	var unique []*writeOp
 	for _, op := range batch {
-		if _, seen := last[op.key]; !seen {
+		prev, seen := last[op.key]
+		if seen && prev.del && !op.del {
+			op.err = ErrDeleted
+			continue
+		}
+		if !seen {
 			unique = append(unique, op)
 		}
 		last[op.key] = op
@@ -123,13 +133,14 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	if len(unique) == 1 {
 		s.commitOne(ctx, unique[0])
 	} else if err := s.commitMany(ctx, unique); err != nil {
+		s.counters.batchRetries.Add(1)
 		s.log.Debug("pgsession: batch failed, retrying write by write", "writes", len(unique), "err", err)
 		for _, op := range unique {
 			s.commitOne(ctx, op)
 		}
 	}
 	for _, op := range batch {
-		if w := last[op.key]; w != op {
+		if w := last[op.key]; w != op && !errors.Is(op.err, ErrDeleted) {
 			op.version, op.err, op.superseded = w.version, w.err, true
 		}
 	}
@@ -152,6 +163,10 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp) {
 
 // commitMany writes ops, of distinct sessions, in one statement.
 func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
+	// Rows are locked in key order, so that two instances committing
+	// batches of the same sessions cannot deadlock.
+	ops = slices.Clone(ops)
+	slices.SortFunc(ops, func(a, b *writeOp) int { return bytes.Compare(a.key[:], b.key[:]) })
 	var keys, data [][]byte
 	var lifetimes []int64
 	var dels [][]byte
@@ -209,8 +224,9 @@ func batchSQL(t string) string {
 				version = s.version + 1, updated_at = now(), deleted = false
 			WHERE NOT s.deleted OR s.expires_at <= now()
 			RETURNING key_hash, version),
+		ts AS (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `),
 		d AS (
-			SELECT key_hash, 0::bigint AS version FROM (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `) x),
+			SELECT key_hash, 0::bigint AS version FROM ts),
 		a AS (
 			SELECT key_hash, version FROM w UNION ALL SELECT key_hash, version FROM d),
 		n AS (

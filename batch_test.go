@@ -103,7 +103,7 @@ func TestConcurrentSavesOfManySessionsGoAsOneBatch(t *testing.T) {
 	if got := batches.n.Load(); got != 1 {
 		t.Fatalf("%d multi-row statements, want 1", got)
 	}
-	if st := s.Stats(); st.Batches != 1 || st.BatchedWrites != n || st.Saves != n+1 {
+	if st := s.Stats(); st.Batches != 1 || st.BatchedWrites != n || st.Saves != n+1 || st.BatchRetries != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	if rows := countRows(t, cfg.Table); rows != n+1 {
@@ -222,8 +222,8 @@ func TestOneBadWriteFailsOnlyItsOwnSave(t *testing.T) {
 			t.Fatalf("good write %d failed with the bad one: %v", i, r.err)
 		}
 	}
-	if batches.n.Load() != 1 || countRows(t, cfg.Table) != len(good)+1 {
-		t.Fatalf("%d batch statements, %d rows", batches.n.Load(), countRows(t, cfg.Table))
+	if batches.n.Load() != 1 || countRows(t, cfg.Table) != len(good)+1 || s.Stats().BatchRetries != 1 {
+		t.Fatalf("%d batch statements, %d rows, %+v", batches.n.Load(), countRows(t, cfg.Table), s.Stats())
 	}
 }
 
@@ -334,7 +334,7 @@ func TestBatchRefusesALoggedOutSessionOnly(t *testing.T) {
 			t.Fatalf("good write %d: %v", i, r.err)
 		}
 	}
-	if batches.n.Load() != 1 || liveRows(t, cfg.Table) != len(good)+1 {
-		t.Fatalf("%d batch statements, %d live rows", batches.n.Load(), liveRows(t, cfg.Table))
+	if batches.n.Load() != 1 || liveRows(t, cfg.Table) != len(good)+1 || s.Stats().BatchRetries != 0 {
+		t.Fatalf("%d batch statements, %d live rows, %+v", batches.n.Load(), liveRows(t, cfg.Table), s.Stats())
 	}
 }

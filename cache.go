@@ -63,8 +63,8 @@ type cache struct {
 
 type stripe struct {
 	mu       sync.Mutex
-	inflight int               // round trips of this stripe's keys begun and not yet ended; guarded by mu
-	recent   map[keyHash]int64 // highest version invalidated while inflight > 0 (deleteVersion: deleted); guarded by mu
+	inflight map[keyHash]int   // round trips of a key begun and not yet ended; guarded by mu
+	recent   map[keyHash]int64 // highest version of a key in flight invalidated since (deleteVersion: deleted); guarded by mu
 }
 
 // deleteVersion records a delete in stripe.recent: newer than any version.
@@ -112,7 +112,10 @@ func (c *cache) begin(k keyHash) trip {
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
-	s.inflight++
+	if s.inflight == nil {
+		s.inflight = make(map[keyHash]int)
+	}
+	s.inflight[k]++
 	s.mu.Unlock()
 	return trip{epoch: c.epoch.Load()}
 }
@@ -124,17 +127,18 @@ func (c *cache) end(k keyHash) {
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
-	s.endLocked()
+	s.endLocked(k)
 	s.mu.Unlock()
 }
 
-func (s *stripe) endLocked() {
-	s.inflight--
-	if s.inflight == 0 {
-		// No round trip that began before these invalidations is left, and
-		// any that begins now reads the database after them.
-		clear(s.recent)
+func (s *stripe) endLocked(k keyHash) {
+	if s.inflight[k]--; s.inflight[k] > 0 {
+		return
 	}
+	// No round trip of k that began before its invalidations is left, and
+	// any that begins now reads the database after them.
+	delete(s.inflight, k)
+	delete(s.recent, k)
 }
 
 // add ends the round trip rt and caches e, its result, unless something
@@ -151,7 +155,7 @@ func (c *cache) add(k keyHash, e *entry, rt trip) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	newer := s.recent[k] > e.version
-	s.endLocked()
+	s.endLocked(k)
 	if newer || c.epoch.Load() != rt.epoch {
 		return
 	}
@@ -189,7 +193,7 @@ func (c *cache) invalidate(k keyHash, version int64) bool {
 	s := c.stripe(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inflight > 0 && s.recent[k] < version {
+	if s.inflight[k] > 0 && s.recent[k] < version {
 		if s.recent == nil {
 			s.recent = make(map[keyHash]int64)
 		}

@@ -56,14 +56,22 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 	var version int64
 	rt := s.cache.begin(k)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version); err != nil {
-			return err
+		if old != nil {
+			var n int64
+			if err := tx.QueryRow(ctx, s.sql.delete, old[:], s.cfg.Channel, s.prefix).Scan(&n); err != nil {
+				return err
+			}
+			// Logged out since this request loaded it: the values must not
+			// live on under a new token.
+			var gone bool
+			if err := tx.QueryRow(ctx, s.sql.tombstoned, old[:]).Scan(&gone); err != nil {
+				return err
+			}
+			if n == 0 && gone {
+				return ErrDeleted
+			}
 		}
-		if old == nil {
-			return nil
-		}
-		var n int64
-		return tx.QueryRow(ctx, s.sql.delete, old[:], s.cfg.Channel, s.prefix).Scan(&n)
+		return tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version)
 	})
 	if old != nil {
 		s.cache.remove(*old) // also on error: the commit may have happened
@@ -137,7 +145,7 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 
 // deleteKey deletes k's row, telling every instance.
 func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
-	n, _, err := s.write(ctx, k, nil, 0)
+	n, _, err := s.write(ctx, k, nil, 0, true)
 	// Dropped even on error: a failed delete may have committed.
 	s.cache.remove(k)
 	if err != nil {

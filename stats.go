@@ -33,6 +33,7 @@ type Stats struct {
 
 	Batches       int64 // commits that carried more than one write
 	BatchedWrites int64 // writes that went in such a commit
+	BatchRetries  int64 // batches that failed and were retried write by write
 }
 
 // counters are the live, always-on counters behind Stats.
@@ -43,7 +44,7 @@ type counters struct {
 
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 
-	batches, batchedWrites atomic.Int64
+	batches, batchedWrites, batchRetries atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -75,6 +76,7 @@ func (s *Store) Stats() Stats {
 
 		Batches:       c.batches.Load(),
 		BatchedWrites: c.batchedWrites.Load(),
+		BatchRetries:  c.batchRetries.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDown = l.downTime()

@@ -70,15 +70,16 @@ type Store struct {
 
 // queries are the store's SQL statements, with the table name in place.
 type queries struct {
-	table   string // quoted, schema-qualified table name
-	load    string
-	upsert  string
-	refresh string
-	delete  string
-	purge   string
-	count   string
-	clear   string
-	batch   string
+	table      string // quoted, schema-qualified table name
+	load       string
+	upsert     string
+	refresh    string
+	delete     string
+	purge      string
+	count      string
+	clear      string
+	batch      string
+	tombstoned string
 }
 
 func newQueries(schema, table string) queries {
@@ -113,8 +114,14 @@ func newQueries(schema, table string) queries {
 				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
 				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
 		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now() AND NOT deleted`,
-		clear: `DELETE FROM ` + t,
+		// Tombstones too, so that requests under way cannot bring back
+		// what Clear removed.
+		clear: `WITH gone AS (DELETE FROM ` + t + ` WHERE expires_at <= now())
+			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+			WHERE NOT deleted AND expires_at > now()`,
 		batch: batchSQL(t),
+		tombstoned: `SELECT EXISTS (SELECT FROM ` + t +
+			` WHERE key_hash = $1 AND deleted AND expires_at > now())`,
 	}
 }
 
@@ -314,12 +321,12 @@ func (s *Store) endWrite() {
 	}
 }
 
-// write commits a write (or, with data nil, a delete) of k, batched with
+// write commits a write (or, with del, a delete) of k, batched with
 // concurrent ones unless batching is off. For a delete, version is 1 if a
 // row was deleted. superseded reports that a later write of k in the same
 // batch won, so this one's data is not what is stored.
-func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration) (version int64, superseded bool, err error) {
-	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), del: data == nil}
+func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration, del bool) (version int64, superseded bool, err error) {
+	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), del: del}
 	if s.commits == nil {
 		s.commitOne(ctx, op)
 	} else {
@@ -410,6 +417,11 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry
 			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 			continue
 		}
+		// The shared read may have started before the write this client
+		// was already given: it reads again itself.
+		if err == nil && !leader && e != nil && e.version < minVersion {
+			return s.load(ctx, k)
+		}
 		return e, err
 	}
 }
@@ -486,7 +498,10 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	lifetime := s.cfg.rowLifetime(opts.MaxAge)
 	now := s.now()
 
-	if e, ok := s.cache.peek(k); ok && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) && now.Before(e.deadline) {
+	// A Save that shortens the lifetime (a smaller MaxAge) is a full write:
+	// the row must expire sooner, and other instances must hear of it.
+	if e, ok := s.cache.peek(k); ok && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
+		now.Before(e.deadline) && !e.deadline.After(now.Add(lifetime)) {
 		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
 			e.touch(now)
 			s.counters.skipped.Add(1)
@@ -511,7 +526,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	}
 
 	rt := s.cache.begin(k)
-	version, superseded, err := s.write(ctx, k, data, lifetime)
+	version, superseded, err := s.write(ctx, k, data, lifetime, false)
 	if err != nil {
 		// ErrDeleted included: the session was logged out while this
 		// request held it, and stays logged out.
@@ -538,6 +553,9 @@ func (s *Store) encode(session *sessions.Session) ([]byte, error) {
 	}
 	if len(data) > s.cfg.MaxLength {
 		return nil, fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
+	}
+	if data == nil {
+		data = []byte{} // the column is NOT NULL; a custom serializer may return nil
 	}
 	return data, nil
 }
