@@ -76,19 +76,24 @@ func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
 		return GobSerializer{}.Serialize(values)
 	}
 	keys := make([]string, 0, len(values))
-	size := 1 + binary.MaxVarintLen64
+	// Allocate once, and not much more than needed: the bytes are what the
+	// cache keeps.
+	size := 1 + uvarintLen(len(values))
 	for k, v := range values {
 		keys = append(keys, k.(string))
-		// Allocate once: strings and bytes dominate; fixed-size values and
-		// length prefixes fit in the per-entry allowance.
-		size += len(k.(string)) + 2*binary.MaxVarintLen64
+		size += uvarintLen(len(k.(string))) + len(k.(string)) + 1
 		switch v := v.(type) {
 		case string:
-			size += len(v)
+			size += uvarintLen(len(v)) + len(v)
 		case []byte:
-			size += len(v)
+			size += uvarintLen(len(v)) + len(v)
 		case time.Time:
-			size += 16
+			size += 1 + 16
+		case float32:
+			size += 4
+		case nil, bool:
+		default: // integers and float64
+			size += 8
 		}
 	}
 	slices.Sort(keys)
@@ -131,6 +136,14 @@ func compactable(values map[any]any) bool {
 		}
 	}
 	return true
+}
+
+func uvarintLen(n int) int {
+	l := 1
+	for ; n >= 0x80; n >>= 7 {
+		l++
+	}
+	return l
 }
 
 func appendString(b []byte, s string) []byte {
