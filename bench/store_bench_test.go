@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"runtime"
@@ -7,19 +7,25 @@ import (
 	"time"
 )
 
-// Every benchmark runs one sub-benchmark per store kind, named
-// store=<kind>, on its own table and session, so that one
+// Every benchmark runs one sub-benchmark per payload and store kind, named
+// payload=<size>/store=<kind>, on its own table and session, so that one
 // `go test -bench .` puts the stores side by side. See README.md.
 
-// forEachStore runs fn as one sub-benchmark per store kind.
-// It fails at once when no database answers, before any row runs.
-func forEachStore(b *testing.B, fn func(b *testing.B, f *fixture)) {
-	dbPool(b)
-	for _, k := range storeKinds {
-		b.Run("store="+k.name, func(b *testing.B) {
-			b.ReportAllocs()
-			fn(b, k.open(b))
-		})
+// forEachStore runs fn as one sub-benchmark per payload and store kind
+// (only the kinds that have the operation, when gets). It fails at once
+// when no database or Redis answers, before any row runs.
+func forEachStore(b *testing.B, gets bool, fn func(b *testing.B, f *fixture)) {
+	mustEnv(b)
+	for _, p := range payloads {
+		for _, k := range storeKinds {
+			if gets && k.saves {
+				continue
+			}
+			b.Run("payload="+p.name+"/store="+k.name, func(b *testing.B) {
+				b.ReportAllocs()
+				fn(b, openFixture(b, k, p))
+			})
+		}
 	}
 }
 
@@ -46,31 +52,34 @@ func (m cpuMeter) report(b *testing.B) {
 	}
 }
 
+// benchOp benchmarks one operation of one client.
+func benchOp(b *testing.B, f *fixture, do func(*client) error) {
+	c := newTestClient(b, f)
+	if err := do(c); err != nil { // warm: connection, statement cache
+		b.Fatal(err)
+	}
+	cpu := startCPU()
+	for b.Loop() {
+		if err := do(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu.report(b)
+}
+
 // BenchmarkGet is one request reading its session: a fresh *http.Request
 // carrying the cookie, store.Get, the values read.
 func BenchmarkGet(b *testing.B) {
-	forEachStore(b, func(b *testing.B, f *fixture) {
-		c := f.newClient(b)
-		if err := c.get(); err != nil { // warm: connection, statement cache
-			b.Fatal(err)
-		}
-		cpu := startCPU()
-		for b.Loop() {
-			if err := c.get(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		cpu.report(b)
-	})
+	forEachStore(b, true, func(b *testing.B, f *fixture) { benchOp(b, f, (*client).get) })
 }
 
 // BenchmarkGetParallel is BenchmarkGet from GOMAXPROCS goroutines at once,
 // each a different client with its own session.
 func BenchmarkGetParallel(b *testing.B) {
-	forEachStore(b, func(b *testing.B, f *fixture) {
+	forEachStore(b, true, func(b *testing.B, f *fixture) {
 		clients := make([]*client, runtime.GOMAXPROCS(0))
 		for i := range clients {
-			clients[i] = f.newClient(b)
+			clients[i] = newTestClient(b, f)
 			if err := clients[i].get(); err != nil {
 				b.Fatal(err)
 			}
@@ -92,39 +101,15 @@ func BenchmarkGetParallel(b *testing.B) {
 }
 
 // BenchmarkSaveChanged is one request that changes its session: Get, a new
-// value for the int, Save to a ResponseRecorder. For raw-pgx it is the
-// upsert alone, with different data each time.
+// value for the int, Save to a ResponseRecorder. For the floor rows it is
+// the upsert alone, with different data each time.
 func BenchmarkSaveChanged(b *testing.B) {
-	forEachStore(b, func(b *testing.B, f *fixture) {
-		c := f.newClient(b)
-		if err := c.saveChanged(); err != nil {
-			b.Fatal(err)
-		}
-		cpu := startCPU()
-		for b.Loop() {
-			if err := c.saveChanged(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		cpu.report(b)
-	})
+	forEachStore(b, false, func(b *testing.B, f *fixture) { benchOp(b, f, (*client).saveChanged) })
 }
 
 // BenchmarkSaveUnchanged is one request that saves its session without
-// changing it: Get, Save. For raw-pgx it is the upsert alone, with the same
-// data each time.
+// changing it: Get, Save. For the floor rows it is the upsert alone, with
+// the same data each time.
 func BenchmarkSaveUnchanged(b *testing.B) {
-	forEachStore(b, func(b *testing.B, f *fixture) {
-		c := f.newClient(b)
-		if err := c.saveUnchanged(); err != nil {
-			b.Fatal(err)
-		}
-		cpu := startCPU()
-		for b.Loop() {
-			if err := c.saveUnchanged(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		cpu.report(b)
-	})
+	forEachStore(b, false, func(b *testing.B, f *fixture) { benchOp(b, f, (*client).saveUnchanged) })
 }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// The store comparison: every store kind, every operation, every payload,
+// measured in rounds so that the repeats of one cell are spread over the
+// run rather than taken back to back, and summarized by their median.
+
+type compareOptions struct {
+	duration time.Duration // measuring time of one cell in one round
+	repeats  int           // rounds
+	kinds    []storeKind
+	payloads []payload
+}
+
+type compareCell struct {
+	Store, Payload, Op string
+	NsPerOp            []float64 // wall ns per op, one per round
+	CPUNsPerOp         []float64 // CPU ns of the whole process per op, one per round
+	Ops                int64     // operations over all rounds
+}
+
+func (c *compareCell) median() float64    { return median(c.NsPerOp) }
+func (c *compareCell) cpuMedian() float64 { return median(c.CPUNsPerOp) }
+
+type payloadInfo struct {
+	Name  string
+	Bytes int // as pgsession encodes it
+}
+
+type storeInfo struct{ Name, About string }
+
+type compareResult struct {
+	Payloads []payloadInfo
+	Stores   []storeInfo
+	Ops      []string
+	Cells    []*compareCell
+	Duration time.Duration
+	Repeats  int
+}
+
+// cell returns the cell of store, payload and op, or nil.
+func (r *compareResult) cell(store, payload, op string) *compareCell {
+	if r == nil {
+		return nil
+	}
+	for _, c := range r.Cells {
+		if c.Store == store && c.Payload == payload && c.Op == op {
+			return c
+		}
+	}
+	return nil
+}
+
+// med returns the median ns/op of a cell, or NaN.
+func (r *compareResult) med(store, payload, op string) float64 {
+	if c := r.cell(store, payload, op); c != nil {
+		return c.median()
+	}
+	return math.NaN()
+}
+
+// compareRow is one store of one payload: its fixture and clients.
+type compareRow struct {
+	kind     storeKind
+	f        *fixture
+	serial   *client
+	parallel []*client
+}
+
+func runCompare(ctx context.Context, e *env, o compareOptions, pr progress) (*compareResult, error) {
+	res := &compareResult{Duration: o.duration, Repeats: o.repeats}
+	for _, k := range o.kinds {
+		res.Stores = append(res.Stores, storeInfo{k.name, k.about})
+	}
+	for _, op := range ops {
+		res.Ops = append(res.Ops, op.name)
+	}
+	for _, p := range o.payloads {
+		res.Payloads = append(res.Payloads, payloadInfo{p.name, p.encodedSize()})
+		if err := comparePayload(ctx, e, o, p, res, pr); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func comparePayload(ctx context.Context, e *env, o compareOptions, p payload, res *compareResult, pr progress) (err error) {
+	var rows []*compareRow
+	defer func() {
+		for _, r := range rows {
+			if cerr := r.f.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("%s: close: %w", r.kind.name, cerr)
+			}
+		}
+	}()
+	for _, k := range o.kinds {
+		f, err := k.open(ctx, e, p)
+		if err != nil {
+			return fmt.Errorf("%s: open: %w", k.name, err)
+		}
+		r := &compareRow{kind: k, f: f}
+		rows = append(rows, r)
+		if r.serial, err = f.newClient(ctx); err != nil {
+			return fmt.Errorf("%s: %w", k.name, err)
+		}
+		for range parallelClients {
+			c, err := f.newClient(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k.name, err)
+			}
+			r.parallel = append(r.parallel, c)
+		}
+		// Warm every path: connections, prepared statements, caches.
+		for _, op := range ops {
+			if op.gets && k.saves {
+				continue
+			}
+			for range 20 {
+				if err := op.do(r.serial); err != nil {
+					return fmt.Errorf("%s %s: %w", k.name, op.name, err)
+				}
+			}
+		}
+		for _, c := range r.parallel {
+			if !k.saves {
+				if err := c.get(); err != nil {
+					return fmt.Errorf("%s: %w", k.name, err)
+				}
+			}
+		}
+	}
+	for round := range o.repeats {
+		pr.printf("compare %s: round %d/%d", p.name, round+1, o.repeats)
+		for _, r := range rows {
+			for _, op := range ops {
+				if op.gets && r.kind.saves {
+					continue
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				var t timing
+				var err error
+				if op.parallel {
+					t, err = timeParallel(o.duration, len(r.parallel), func(i int) error { return op.do(r.parallel[i]) })
+				} else {
+					t, err = timeSerial(o.duration, func() error { return op.do(r.serial) })
+				}
+				if err != nil {
+					return fmt.Errorf("%s %s %s: %w", r.kind.name, p.name, op.name, err)
+				}
+				c := res.cell(r.kind.name, p.name, op.name)
+				if c == nil {
+					c = &compareCell{Store: r.kind.name, Payload: p.name, Op: op.name}
+					res.Cells = append(res.Cells, c)
+				}
+				c.NsPerOp = append(c.NsPerOp, t.nsPerOp())
+				if t.cpu > 0 {
+					c.CPUNsPerOp = append(c.CPUNsPerOp, t.cpuNsPerOp())
+				}
+				c.Ops += t.ops
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,531 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// report is everything a run measured, and renders it.
+type report struct {
+	Command           string
+	Quick             bool
+	Started, Finished time.Time
+	Timings           map[string]time.Duration
+	Env               envInfo
+
+	Compare      *compareResult      `json:",omitempty"`
+	Invalidation *invalidationResult `json:",omitempty"`
+	Throughput   *throughputResult   `json:",omitempty"`
+	Listeners    *listenersResult    `json:",omitempty"`
+	Memory       *memoryResult       `json:",omitempty"`
+	ReadCost     *readCostResult     `json:",omitempty"`
+	Purge        *purgeResult        `json:",omitempty"`
+	Tuning       *tuningResult       `json:",omitempty"`
+
+	Goals []goal
+}
+
+type envInfo struct {
+	Go, OS, Arch string
+	CPUs         int
+	Database     string // redacted
+	Postgres     string
+	Settings     map[string]string
+	Redis        string
+}
+
+func (r *report) describeEnv(ctx context.Context, e *env) error {
+	r.Env = envInfo{Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Database: redacted(e.dbURL), Settings: map[string]string{}}
+	if err := e.pool.QueryRow(ctx, "SELECT version()").Scan(&r.Env.Postgres); err != nil {
+		return err
+	}
+	for _, s := range []string{"max_connections", "shared_buffers", "synchronous_commit", "fsync", "commit_delay"} {
+		var v string
+		if err := e.pool.QueryRow(ctx, "SELECT current_setting($1)", s).Scan(&v); err != nil {
+			return err
+		}
+		r.Env.Settings[s] = v
+	}
+	if e.redisAddr != "" {
+		c, err := redis.DialContext(ctx, "tcp", e.redisAddr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		info, err := redis.String(c.Do("INFO", "server"))
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+				r.Env.Redis = "Redis " + v + " at " + e.redisAddr
+			}
+		}
+	}
+	return nil
+}
+
+// goal is one target of the project and what this run achieved.
+type goal struct {
+	Name     string
+	Target   string
+	Achieved string
+	Met      string // "yes", "no", or "n/a" when not measured
+	Note     string `json:",omitempty"`
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+// computeGoals checks every goal against what the run measured.
+func (r *report) computeGoals() {
+	var gs []goal
+	add := func(name, target string, measured bool, achieved string, ok bool, note string) {
+		g := goal{Name: name, Target: target, Met: "n/a", Achieved: "not measured in this run", Note: note}
+		if measured {
+			g.Achieved, g.Met = achieved, verdict(ok)
+		}
+		gs = append(gs, g)
+	}
+	// missed adds what limits a goal to the last one, if it was missed.
+	missed := func(limit string) {
+		if g := &gs[len(gs)-1]; g.Met == "no" {
+			g.Note = strings.TrimPrefix(g.Note+"; limit: "+limit, "; ")
+		}
+	}
+	c := r.Compare
+	ratio := func(a, b float64) (float64, bool) {
+		q := a / b
+		return q, !math.IsNaN(q) && !math.IsInf(q, 0)
+	}
+	for _, p := range payloads {
+		size := map[string]string{payloadSmall.name: "300 B", payloadLarge.name: "4 KB"}[p.name]
+		hit := c.med("pgsession-cache", p.name, "Get")
+		q, ok := ratio(hit, c.med("cookie", p.name, "Get"))
+		add("Get, cache hit vs gorilla CookieStore Get ("+size+")", "<= 0.2x", ok, fmtRatio(q), q <= 0.2, "")
+		q, ok = ratio(hit, c.med("redistore", p.name, "Get"))
+		add("Get, cache hit vs redistore Get ("+size+")", "<= 0.05x", ok, fmtRatio(q), q <= 0.05, "")
+		q, ok = ratio(c.med("pgsession-cache", p.name, "Save unchanged"), hit)
+		add("Save unchanged vs cache-hit Get ("+size+")", "<= 2x", ok, fmtRatio(q), q <= 2, "")
+		q, ok = ratio(c.med("pgsession-cache", p.name, "Save changed"), c.med("raw-pgx-notify", p.name, "Save changed"))
+		add("Save changed vs raw upsert with pg_notify ("+size+")", "<= 1.2x", ok, fmtRatio(q), q <= 1.2, "")
+		if a, b := c.cell("pgsession-cache", p.name, "Save changed"), c.cell("raw-pgx-notify", p.name, "Save changed"); a != nil && b != nil {
+			missed(fmt.Sprintf("Save runs the floor's statement plus %s more CPU per op in this process (%s vs %s: encoding, cookie signing, the cache update); the rest of the gap is the round trip's noise, so rerun before trusting it",
+				fmtNs(a.cpuMedian()-b.cpuMedian()), fmtNs(a.cpuMedian()), fmtNs(b.cpuMedian())))
+		}
+	}
+
+	if inv := r.Invalidation; inv != nil {
+		add("Invalidation latency p99, commit on A to eviction on B", "<= 5 ms", true,
+			fmt.Sprintf("%s from Save's return (%s from its call; p50 %s; %d lost)", fmtDur(inv.FromReturn.P99), fmtDur(inv.FromCall.P99), fmtDur(inv.FromReturn.P50), inv.Lost),
+			inv.FromReturn.P99 <= 5*time.Millisecond && inv.Lost == 0, "")
+	} else {
+		add("Invalidation latency p99, commit on A to eviction on B", "<= 5 ms", false, "", false, "")
+	}
+
+	if l := r.Listeners; l != nil && len(l.Points) >= 2 {
+		first, last := l.Points[0], l.Points[len(l.Points)-1]
+		q := last.median() / first.median()
+		note := ""
+		if last.Listeners < last.Requested {
+			note = fmt.Sprintf("%d listeners asked for; the server took %d (max_connections %d)", last.Requested, last.Listeners, l.MaxConnections)
+		}
+		add(fmt.Sprintf("Write throughput with %d listeners vs %d", last.Listeners, first.Listeners), ">= 0.5x", true,
+			fmt.Sprintf("%s (%.0f vs %.0f saves/s)", fmtRatio(q), last.median(), first.median()), q >= 0.5, note)
+		missed(fmt.Sprintf("every notifying commit wakes every listening backend, and each listener's connection reads every notification: CPU per save went from %s to %s (this process + server); here all of it shares this machine's %d CPUs", medianCPU(first.CPU), medianCPU(last.CPU), r.Env.CPUs))
+	} else {
+		add("Write throughput with 100 listeners vs 1", ">= 0.5x", false, "", false, "")
+	}
+
+	if m := r.Memory; m != nil {
+		add(fmt.Sprintf("Cache memory per entry beyond the payload (%d entries)", m.Entries), "<= 200 B", true,
+			fmt.Sprintf("%.0f B (%.0f B per entry with a %d B payload)", m.Overhead, m.PerEntry, m.PayloadBytes), m.Overhead <= 200, "")
+		missed("the cache's own structures: the LRU's list element and map slot, the entry, the encoded buffer's spare capacity and the signed cookie kept per entry; -memprofile shows the split")
+	} else {
+		add("Cache memory per entry beyond the payload", "<= 200 B", false, "", false, "")
+	}
+
+	t := r.Throughput
+	if b, u := t.cell(modeBatched, 32), t.cell(modeUpsert, 32); b != nil && u != nil {
+		q := b.median() / u.median()
+		add("32 writers: pgsession batched (with invalidation) vs plain upsert without notification", ">= 1.0x", true,
+			fmt.Sprintf("%s (%.0f vs %.0f saves/s)", fmtRatio(q), b.median(), u.median()), q >= 1.0, "")
+		missed("one batch in flight per Store, and its notifying commit serializes on the server's notify lock")
+	} else {
+		add("32 writers: pgsession batched vs plain upsert without notification", ">= 1.0x", false, "", false, "")
+	}
+	if b, u := t.cell(modeBatched, 1), t.cell(modeUnbatched, 1); b != nil && u != nil {
+		q := float64(b.Latency.P50) / float64(u.Latency.P50)
+		add("1 writer: Save latency batched vs MaxBatch 1 (p50)", "<= 1.1x", true,
+			fmt.Sprintf("%s (%s vs %s)", fmtRatio(q), fmtDur(b.Latency.P50), fmtDur(u.Latency.P50)), q <= 1.1, "")
+	} else {
+		add("1 writer: Save latency batched vs MaxBatch 1", "<= 1.1x", false, "", false, "")
+	}
+
+	if p := r.Purge; p != nil {
+		q := float64(p.During.P99) / float64(p.Baseline.P99)
+		add(fmt.Sprintf("Save p99 while purging %d rows vs without", p.Rows), "<= 2x", true,
+			fmt.Sprintf("%s (%s vs %s); %.0f rows/s purged", fmtRatio(q), fmtDur(p.During.P99), fmtDur(p.Baseline.P99), p.RowsPerSec), q <= 2, "")
+		missed("the purge's deletes (WAL, index maintenance) compete with the saves for the server's CPU and WAL flushes")
+	} else {
+		add("Save p99 while purging vs without", "<= 2x", false, "", false, "")
+	}
+	r.Goals = gs
+}
+
+func fmtRatio(q float64) string {
+	switch {
+	case math.IsNaN(q) || math.IsInf(q, 0):
+		return "n/a"
+	case q < 0.1:
+		return fmt.Sprintf("%.3fx", q)
+	}
+	return fmt.Sprintf("%.2fx", q)
+}
+
+// fmtNs formats nanoseconds per operation.
+func fmtNs(ns float64) string {
+	switch {
+	case math.IsNaN(ns):
+		return "—"
+	case ns < 1000:
+		return fmt.Sprintf("%.0f ns", ns)
+	case ns < 1e6:
+		return fmt.Sprintf("%.2f µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.2f ms", ns/1e6)
+}
+
+func fmtBytes(b float64) string {
+	switch {
+	case b < 1<<10:
+		return fmt.Sprintf("%.0f B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.1f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", b/(1<<20))
+}
+
+// write writes the report's files to dir and returns their names.
+func (r *report) write(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	r.computeGoals()
+	charts, err := r.charts(dir)
+	if err != nil {
+		return nil, fmt.Errorf("charts: %w", err)
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files := []string{filepath.Join(dir, "report.md"), filepath.Join(dir, "results.json")}
+	if err := os.WriteFile(files[0], []byte(r.markdown(charts)), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(files[1], js, 0o644); err != nil {
+		return nil, err
+	}
+	for _, c := range charts {
+		files = append(files, filepath.Join(dir, c))
+	}
+	return files, nil
+}
+
+// md builds a markdown document.
+type md struct{ strings.Builder }
+
+func (m *md) p(format string, args ...any) {
+	fmt.Fprintf(m, format, args...)
+	m.WriteString("\n\n")
+}
+
+func (m *md) table(head []string, rows [][]string) {
+	m.WriteString("| " + strings.Join(head, " | ") + " |\n|")
+	for range head {
+		m.WriteString(" --- |")
+	}
+	m.WriteString("\n")
+	for _, r := range rows {
+		m.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	m.WriteString("\n")
+}
+
+func (m *md) chart(charts map[string]string, key, alt string) {
+	if f, ok := charts[key]; ok {
+		m.p("![%s](%s)", alt, f)
+	}
+}
+
+func (r *report) markdown(charts map[string]string) string {
+	var m md
+	m.p("# pgsession benchmark report")
+	m.p("Run `%s`, %s to %s (%s).", r.Command, r.Started.Format(time.RFC3339), r.Finished.Format("15:04:05"), r.Finished.Sub(r.Started).Round(time.Second))
+	m.p("Machine: %s/%s, %d CPUs, %s. Database: %s (%s). %s.", r.Env.OS, r.Env.Arch, r.Env.CPUs, r.Env.Go, r.Env.Database, r.Env.Postgres, r.Env.Redis)
+	var settings []string
+	for k, v := range r.Env.Settings {
+		settings = append(settings, k+" = "+v)
+	}
+	sort.Strings(settings)
+	m.p("Server settings: %s.", strings.Join(settings, ", "))
+	m.p("All times are medians of repeated rounds on this machine, in this run; compare ratios, not absolute times, and rerun before trusting a close one. How each scenario measures is in [bench/README.md](../README.md).")
+
+	m.p("## Goals")
+	var rows [][]string
+	for _, g := range r.Goals {
+		a := g.Achieved
+		if g.Note != "" {
+			a += "; " + g.Note
+		}
+		rows = append(rows, []string{g.Name, g.Target, a, g.Met})
+	}
+	m.table([]string{"goal", "target", "achieved", "met"}, rows)
+
+	r.mdCompare(&m, charts)
+	r.mdInvalidation(&m, charts)
+	r.mdThroughput(&m, charts)
+	r.mdListeners(&m, charts)
+	r.mdMemory(&m)
+	r.mdReadCost(&m)
+	r.mdPurge(&m)
+	r.mdTuning(&m, charts)
+
+	m.p("## Scenario run times")
+	rows = nil
+	for _, s := range scenarioNames {
+		if d, ok := r.Timings[s]; ok {
+			rows = append(rows, []string{s, d.Round(100 * time.Millisecond).String()})
+		}
+	}
+	m.table([]string{"scenario", "time"}, rows)
+	return m.String()
+}
+
+func (r *report) mdCompare(m *md, charts map[string]string) {
+	c := r.Compare
+	if c == nil {
+		return
+	}
+	m.p("## Store comparison")
+	m.p("Same session values for every store, %d rounds of %v per cell, median ns per operation and, in brackets, the ratio to pgsession with its cache. `Get x8` is 8 goroutines at once: wall time over all their operations (the inverse of throughput).", c.Repeats, c.Duration)
+	var rows [][]string
+	for _, s := range c.Stores {
+		rows = append(rows, []string{"`" + s.Name + "`", s.About})
+	}
+	m.table([]string{"store", "what it is"}, rows)
+	for _, p := range c.Payloads {
+		m.p("### Payload %s (%d bytes as pgsession encodes it)", p.Name, p.Bytes)
+		rows = nil
+		var cpuRows [][]string
+		for _, s := range c.Stores {
+			row := []string{"`" + s.Name + "`"}
+			cpuRow := []string{"`" + s.Name + "`"}
+			for _, op := range c.Ops {
+				cell := c.cell(s.Name, p.Name, op)
+				if cell == nil {
+					row, cpuRow = append(row, "—"), append(cpuRow, "—")
+					continue
+				}
+				base := c.med("pgsession-cache", p.Name, op)
+				row = append(row, fmt.Sprintf("%s (%s)", fmtNs(cell.median()), fmtRatio(cell.median()/base)))
+				cpuRow = append(cpuRow, fmtNs(cell.cpuMedian()))
+			}
+			rows, cpuRows = append(rows, row), append(cpuRows, cpuRow)
+		}
+		m.table(append([]string{"store"}, c.Ops...), rows)
+		if p.Name == payloadLarge.name {
+			m.p("The cookie store's 4 KB cookie is over the 4096 bytes a browser keeps: it was measured with securecookie's MaxLength raised, and would not work in a browser.")
+		}
+		m.p("CPU time of the whole process per operation (all threads and GC; the database's and Redis's work is not in it):")
+		m.table(append([]string{"store"}, c.Ops...), cpuRows)
+		m.chart(charts, "compare-"+p.Name, "store comparison, "+p.Name)
+	}
+}
+
+func (r *report) mdInvalidation(m *md, charts map[string]string) {
+	inv := r.Invalidation
+	if inv == nil {
+		return
+	}
+	m.p("## Invalidation latency between two instances")
+	m.p("Two Stores on separate pools, one table. Per sample: B caches the session, A saves it changed, a poller watches B's `Stats().NotifyEvictions`, sleeping between looks with the Go timer (%v per look on average: eviction times are upper bounds, late by up to that). A plain pgx connection LISTENing on the same channel timestamps each notification's arrival with no polling: the floor. %d samples, %d lost (nothing within %v); in %d the eviction was already done when A's Save returned (counted as 0).",
+		inv.PollPeriod.Round(time.Microsecond), inv.FromReturn.N+inv.Lost, inv.Lost, evictionTimeout, inv.Early)
+	rows := [][]string{
+		distRow("commit acknowledged to A (Save returned) -> evicted on B", inv.FromReturn),
+		distRow("A's Save called -> evicted on B", inv.FromCall),
+		distRow("commit acknowledged to A -> notification at a plain LISTEN connection", inv.Delivered),
+		distRow("A's Save called -> notification at a plain LISTEN connection", inv.DeliveredFromCall),
+		distRow("A's Save itself", inv.Save),
+	}
+	m.table([]string{"interval", "p50", "p90", "p99", "max"}, rows)
+	m.chart(charts, "invalidation", "invalidation latency CDF")
+}
+
+func distRow(name string, d dist) []string {
+	return []string{name, fmtDur(d.P50), fmtDur(d.P90), fmtDur(d.P99), fmtDur(d.Max)}
+}
+
+func (r *report) mdThroughput(m *md, charts map[string]string) {
+	t := r.Throughput
+	if t == nil {
+		return
+	}
+	m.p("## Write throughput")
+	m.p("Saves per second (median of %d rounds of %v), each writer saving its own session (300 B) over and over; one pool of %d connections for all; another instance LISTENs on the table's channel. In brackets: ratio to the plain upsert at the same writer count.", t.Repeats, t.Duration, t.PoolConns)
+	head := []string{"writers"}
+	head = append(head, t.Modes...)
+	var rows, latRows [][]string
+	for _, n := range t.Writers {
+		row := []string{fmt.Sprint(n)}
+		lat := []string{fmt.Sprint(n)}
+		base := t.cell(modeUpsert, n)
+		for _, mode := range t.Modes {
+			c := t.cell(mode, n)
+			if c == nil {
+				row, lat = append(row, "—"), append(lat, "—")
+				continue
+			}
+			row = append(row, fmt.Sprintf("%.0f/s (%s)", c.median(), fmtRatio(c.median()/base.median())))
+			lat = append(lat, fmt.Sprintf("%s / %s", fmtDur(c.Latency.P50), fmtDur(c.Latency.P99)))
+		}
+		rows, latRows = append(rows, row), append(latRows, lat)
+	}
+	m.table(head, rows)
+	m.p("Save latency, p50 / p99, over all rounds:")
+	m.table(head, latRows)
+	var cpuRows [][]string
+	for _, n := range t.Writers {
+		row := []string{fmt.Sprint(n)}
+		for _, mode := range t.Modes {
+			if c := t.cell(mode, n); c != nil {
+				row = append(row, medianCPU(c.CPU).String())
+			} else {
+				row = append(row, "—")
+			}
+		}
+		cpuRows = append(cpuRows, row)
+	}
+	m.p("CPU time per save, this process + the database server (all postgres processes on this machine; `?` when the server is elsewhere), median of the rounds:")
+	m.table(head, cpuRows)
+	if n, u := t.cell(modeNotify, 1), t.cell(modeUpsert, 1); n != nil && u != nil {
+		m.p("The cost of NOTIFY alone, one writer: %s the throughput of the plain upsert.", fmtRatio(n.median()/u.median()))
+	}
+	m.chart(charts, "throughput", "write throughput")
+}
+
+func (r *report) mdListeners(m *md, charts map[string]string) {
+	l := r.Listeners
+	if l == nil {
+		return
+	}
+	m.p("## Scaling with listening instances")
+	m.p("One writing Store (cache off, batched, pool of 2) with %d writers; N Stores in this process, each with its own listening connection (hijacked from a shared pool of MaxConns 1). max_connections is %d and %d connections were free at the start: counts above what fits (less a margin of %d) were lowered. Throughput: median of %d rounds of %v. Latency: writer's commit to eviction on one listener, as in the invalidation scenario.",
+		l.Writers, l.MaxConnections, l.Free, listenerMargin, l.Repeats, l.Duration)
+	var rows [][]string
+	base := 0.0
+	for i, p := range l.Points {
+		if i == 0 {
+			base = p.median()
+		}
+		n := fmt.Sprint(p.Listeners)
+		if p.Listeners != p.Requested {
+			n += fmt.Sprintf(" (of %d asked)", p.Requested)
+		}
+		rows = append(rows, []string{n, fmt.Sprintf("%.0f/s", p.median()), fmtRatio(p.median() / base), medianCPU(p.CPU).String(),
+			fmtDur(p.Latency.FromReturn.P50), fmtDur(p.Latency.FromReturn.P99), fmtDur(p.Latency.FromCall.P50), fmtDur(p.Latency.FromCall.P99), fmtDur(p.Latency.FromCall.Max), fmt.Sprint(p.Latency.Lost)})
+	}
+	m.table([]string{"listeners", "saves/s", "vs first", "CPU per save: this process + server", "latency from return p50", "p99", "from call p50", "p99", "max", "lost"}, rows)
+	m.chart(charts, "listeners", "scaling with listeners")
+}
+
+func (r *report) mdMemory(m *md) {
+	mem := r.Memory
+	if mem == nil {
+		return
+	}
+	m.p("## Memory per cached entry")
+	m.p("HeapAlloc after two GCs: H0 with the Store open and its cache empty (after a warm-up and Clear), H1 with %d sessions cached (each saved through the Store; the suite keeps nothing of them), H2 after Clear dropped them again.", mem.Entries)
+	m.table([]string{"measure", "bytes per entry", "beyond the payload (" + fmt.Sprint(mem.PayloadBytes) + " B)"}, [][]string{
+		{"(H1 - H0) / entries: what caching costs", fmt.Sprintf("%.0f", mem.PerEntry), fmt.Sprintf("%.0f", mem.Overhead)},
+		{"(H1 - H2) / entries: what dropping gives back (Go maps do not shrink)", fmt.Sprintf("%.0f", mem.FreedPerEntry), fmt.Sprintf("%.0f", mem.FreedOverhead)},
+	})
+}
+
+func (r *report) mdReadCost(m *md) {
+	rc := r.ReadCost
+	if rc == nil {
+		return
+	}
+	m.p("## Read cost while invalidations stream in")
+	m.p("Cache-hit Get of a few hot sessions from one goroutine, %d rounds of %v per condition, conditions alternating. The background writer saves at %.0f/s on another Store: on a table of its own (the reader receives nothing), or on the reader's table, sessions the reader has cached (each write evicts one).", rc.Repeats, rc.Duration, rc.Rate)
+	var rows [][]string
+	idle := rc.cell(condIdle).median()
+	for _, c := range rc.Cells {
+		rows = append(rows, []string{c.Cond, fmtNs(c.median()), fmtRatio(c.median() / idle),
+			fmt.Sprintf("%.0f", median(c.WritesPerSec)), fmt.Sprintf("%.0f", median(c.NotifyPerSec)), fmt.Sprintf("%.0f", median(c.EvictsPerSec)), fmt.Sprint(c.Misses)})
+	}
+	m.table([]string{"condition", "Get ns/op", "vs idle", "background writes/s", "notifications/s at the reader", "evictions/s", "reader cache misses"}, rows)
+	if o, s := rc.cell(condOther), rc.cell(condStream); o != nil && s != nil {
+		m.p("Invalidations vs the same writes on another table: %s.", fmtRatio(s.median()/o.median()))
+	}
+}
+
+func (r *report) mdPurge(m *md) {
+	p := r.Purge
+	if p == nil {
+		return
+	}
+	m.p("## Purge under load")
+	m.p("%d expired rows inserted with generate_series and VACUUM ANALYZEd (%s); %d goroutines saving through the Store, first without a purge, then while `PurgeExpired` ran. Purged %d rows in %s: %.0f rows/s.",
+		p.Rows, p.InsertTime.Round(time.Millisecond), p.Savers, p.Purged, p.PurgeTime.Round(time.Millisecond), p.RowsPerSec)
+	m.table([]string{"phase", "saves", "p50", "p90", "p99", "max"}, [][]string{
+		{"without purge", fmt.Sprint(p.Baseline.N), fmtDur(p.Baseline.P50), fmtDur(p.Baseline.P90), fmtDur(p.Baseline.P99), fmtDur(p.Baseline.Max)},
+		{"during purge", fmt.Sprint(p.During.N), fmtDur(p.During.P50), fmtDur(p.During.P90), fmtDur(p.During.P99), fmtDur(p.During.Max)},
+	})
+}
+
+func (r *report) mdTuning(m *md, charts map[string]string) {
+	t := r.Tuning
+	if t == nil {
+		return
+	}
+	m.p("## Tuning: MaxIdle and CacheSize")
+	m.p("%d sessions, Zipf popularity (exponent %.2f), %.1f requests per simulated second: %.0f%% read only, %.0f%% save a changed session, %.0f%% save it unchanged. Mean think time of the most popular session %s, of the median one %s. Each configuration is a real Store run for %v simulated (%v of warm-up, then %v measured) on an injected clock running %.0f times faster than real time (see the README). Cache memory is mean entries times %.0f bytes per entry (payload included, from the memory scenario).",
+		t.Sessions, t.Zipf, t.Rate, 100*t.Reads, 100*t.Changes, 100*(1-t.Reads-t.Changes), fmtDur(t.TopThink), t.MedianThink.Round(time.Second),
+		t.Warmup+t.SimTime, t.Warmup, t.SimTime, t.Speedup, t.EntryBytes)
+	for _, sweep := range []string{"MaxIdle", "CacheSize"} {
+		var rows [][]string
+		for _, p := range t.Points {
+			if !p.in(sweep) {
+				continue
+			}
+			rows = append(rows, []string{p.MaxIdle.String(), fmt.Sprint(p.CacheSize), fmt.Sprintf("%.1f%%", 100*p.HitRatio),
+				fmt.Sprintf("%.2f", p.DBReadsPerSec), fmt.Sprintf("%.2f", p.DBWritesPerSec),
+				fmt.Sprintf("%.0f / %d", p.MeanEntries, p.MaxEntries), fmtBytes(p.CacheBytes), fmt.Sprint(p.Scavenged),
+				fmt.Sprintf("%s / %s", fmtDur(p.LagP99), fmtDur(p.LagMax))})
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		m.p("### Sweeping %s", sweep)
+		m.table([]string{"MaxIdle", "CacheSize", "hit ratio", "DB reads/s", "DB writes/s", "entries mean / max", "cache memory", "scavenged", "start lag p99 / max (simulated)"}, rows)
+		m.chart(charts, "tuning-"+sweep, "tuning, "+sweep)
+	}
+	m.p("Start lag is how late, in simulated time, requests began against their schedule: keep it small next to the smallest MaxIdle, or lower -sim-speedup.")
+}
