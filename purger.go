@@ -11,8 +11,11 @@ import (
 )
 
 // defaultPurgeBatch is how many expired rows one purge statement deletes:
-// enough to make progress, few enough that no lock is held for long.
-const defaultPurgeBatch = 5000
+// enough to make progress, few enough that no lock is held for long. In the
+// bench purge scenario (1M expired rows, 8 writers, 2 cores) batches of 5000
+// raised Save p99 about 2x; batches of 1000, 1.1-1.3x, for ~10% fewer rows
+// purged per second.
+const defaultPurgeBatch = 1000
 
 // purgeLockClass is the first key of the advisory lock that lets only one
 // instance purge a table at a time.
@@ -52,7 +55,7 @@ func (p *purger) next() time.Duration {
 }
 
 // PurgeExpired deletes every expired session from the table now and returns
-// how many rows it removed. It works in batches of a few thousand rows, each
+// how many rows it removed. It works in batches of a thousand rows, each
 // its own short transaction, so it never holds locks for long or stalls
 // writers. If another instance is purging the table at the moment, it
 // returns 0 and leaves the work to that one. The next automatic purge is
