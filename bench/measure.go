@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -318,4 +319,30 @@ func (c cpuPerOp) String() string {
 		return fmtDur(d)
 	}
 	return f(c.Client) + " + " + f(c.Server)
+}
+
+// forEach runs fn(0) to fn(n-1) on workers goroutines; a worker stops at its
+// first error. It returns the errors joined.
+func forEach(n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

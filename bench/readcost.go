@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -237,32 +236,15 @@ type background struct {
 // caches each in cacheIn.
 func newBackground(ctx context.Context, s, cacheIn *pgsession.Store, n int) (*background, error) {
 	b := &background{ws: make([]*writerSession, n)}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, 16)
-	for g := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				w, err := newWriterSession(ctx, s, payloadSmall)
-				if err == nil && cacheIn != nil {
-					err = w.readWith(ctx, cacheIn)
-				}
-				if err != nil {
-					errs[g] = err
-					return
-				}
-				b.ws[i] = w
-			}
-		}()
-	}
-	wg.Wait()
-	return b, errors.Join(errs...)
+	err := forEach(n, 16, func(i int) error {
+		w, err := newWriterSession(ctx, s, payloadSmall)
+		if err == nil && cacheIn != nil {
+			err = w.readWith(ctx, cacheIn)
+		}
+		b.ws[i] = w
+		return err
+	})
+	return b, err
 }
 
 // write changes the next session of worker w: worker w cycles through its

@@ -228,30 +228,15 @@ func runTuning(ctx context.Context, e *env, o tuningOptions, pr progress) (_ *tu
 // returns their cookies.
 func createSessions(ctx context.Context, s *pgsession.Store, n, workers int) ([]atomic.Pointer[string], error) {
 	cookies := make([]atomic.Pointer[string], n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				ws, err := newWriterSession(ctx, s, payloadSmall)
-				if err != nil {
-					errs[w] = err
-					return
-				}
-				c := ws.cookie
-				cookies[i].Store(&c)
-			}
-		}()
-	}
-	wg.Wait()
-	return cookies, errors.Join(errs...)
+	err := forEach(n, workers, func(i int) error {
+		ws, err := newWriterSession(ctx, s, payloadSmall)
+		if err == nil {
+			c := ws.cookie
+			cookies[i].Store(&c)
+		}
+		return err
+	})
+	return cookies, err
 }
 
 // simulate runs the schedule against a new Store configured as p says, and
