@@ -103,3 +103,8 @@ func QueuedWrites(s *Store) int {
 	defer s.commits.mu.Unlock()
 	return len(s.commits.queue)
 }
+
+// SetHandoff sets the hand-off buffer size of stores made afterwards and a
+// hook run before each notification is applied. Only for tests that do not
+// run in parallel; reset with SetHandoff(4096, nil).
+func SetHandoff(size int, hook func()) { handoffSize, applyHook = size, hook }

@@ -155,8 +155,13 @@ const (
 )
 
 // handoffSize is how many notifications may wait between the read loop and
-// the goroutine that applies them.
-const handoffSize = 4096
+// the goroutine that applies them. A variable only so that a test can
+// overflow it.
+var handoffSize = 4096
+
+// applyHook, when not nil, runs before each notification is applied: a test
+// seam to hold the applier back.
+var applyHook func()
 
 // listener keeps one dedicated connection LISTENing on the store's channel
 // and applies the invalidations that arrive to the cache. Its states:
@@ -376,6 +381,9 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 // ends.
 func (l *listener) apply() {
 	for p := range l.handoff {
+		if applyHook != nil {
+			applyHook()
+		}
 		l.s.counters.notifications.Add(1)
 		origin, items, err := parsePayload(p)
 		if err != nil {
