@@ -40,5 +40,26 @@
 // row's version, and the cache and the cookie change only after it has
 // committed. A Save whose values equal what is stored, with an expiry that
 // is recent enough (see Config.RefreshAfter), needs no round trip at all.
-// Saving with Options.MaxAge < 0 deletes the session.
+// Saving with Options.MaxAge < 0 deletes the session: the row becomes a
+// tombstone until its expiry, so that a request that loaded the session
+// before the logout cannot save it back (it gets ErrDeleted). Concurrent
+// writes of one Store share a transaction (group commit, Config.MaxBatch).
+//
+// # Several instances
+//
+// Every write sends, in its own transaction, a pg_notify naming the
+// session's key hash and new version; each Store LISTENs on one dedicated
+// connection and evicts older copies. The cache serves only while that
+// listener proved itself alive within Config.ListenLease, and after a
+// reconnect it starts empty. The cookie carries the version the client was
+// last given, so a client never reads older than it was given, on any
+// instance.
+//
+// # Lifecycle
+//
+// Idle entries leave the cache after Config.MaxIdle (checked every
+// Config.ScavengeInterval); expired rows are purged every
+// Config.PurgeInterval by one instance at a time, or now with
+// Store.PurgeExpired. Store.Regenerate (at login), Store.Delete, Store.Len
+// and Store.Clear complete the API.
 package pgsession
