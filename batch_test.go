@@ -307,9 +307,7 @@ func TestBatchRefusesALoggedOutSessionOnly(t *testing.T) {
 	cfg := testConfig(t)
 	plain := newStore(t, testDB.pool, cfg)
 	gone, c := login(t, plain, map[any]any{"v": "gone"})
-	logout := get(t, plain, c)
-	logout.Options.MaxAge = -1
-	save(t, plain, logout)
+	logout(t, plain, c)
 
 	s, held, release, batches := heldStore(t, cfg)
 	defer release()

@@ -151,6 +151,15 @@ func login(t testing.TB, s sessions.Store, values map[any]any) (*sessions.Sessio
 	return sess, c
 }
 
+// logout deletes the session cookie c names through s, as a logout
+// handler does (Save with MaxAge < 0).
+func logout(t testing.TB, s sessions.Store, c *http.Cookie) {
+	t.Helper()
+	sess := get(t, s, c)
+	sess.Options.MaxAge = -1
+	save(t, s, sess)
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
