@@ -3,7 +3,6 @@ package pgsession_test
 import (
 	"context"
 	"fmt"
-	"log"
 	"net/http"
 	"net/http/httptest"
 
@@ -16,7 +15,8 @@ func Example() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, testDB.url) // your application's pool
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer pool.Close()
 
@@ -27,7 +27,8 @@ func Example() {
 		Table:    "example_sessions",
 	})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer store.Close()
 	defer pool.Exec(ctx, "DROP TABLE example_sessions")

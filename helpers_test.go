@@ -38,9 +38,12 @@ func tableName(t testing.TB) string {
 	return "t_" + clean + "_" + hex.EncodeToString(b[:])
 }
 
-// newPool returns a pool of the test's own, closed at cleanup.
+// newPool returns a pool of the test's own, closed at cleanup. Like
+// newPoolConfig and testConfig, it fails the test at once when the tests
+// found no PostgreSQL.
 func newPool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
+	requireDB(t)
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +53,7 @@ func newPool(t testing.TB, url string) *pgxpool.Pool {
 
 func newPoolConfig(t testing.TB, cfg *pgxpool.Config) *pgxpool.Pool {
 	t.Helper()
+	requireDB(t)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -59,9 +63,11 @@ func newPoolConfig(t testing.TB, cfg *pgxpool.Config) *pgxpool.Pool {
 }
 
 // testConfig returns a Config on a fresh table of the test's own, dropped
-// at cleanup.
+// at cleanup. It fails the test at once when the tests found no
+// PostgreSQL.
 func testConfig(t testing.TB) pgsession.Config {
 	t.Helper()
+	requireDB(t)
 	table := tableName(t)
 	t.Cleanup(func() {
 		_, err := testDB.pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())
