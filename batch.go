@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Group commit.
@@ -146,21 +143,6 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	}
 }
 
-// commitOne writes op in a statement of its own.
-func (s *Store) commitOne(ctx context.Context, op *writeOp) {
-	if op.del {
-		op.err = s.pool.QueryRow(ctx, s.sql.delete, op.key[:], s.cfg.Channel, s.prefix).Scan(&op.version)
-	} else {
-		op.err = s.pool.QueryRow(ctx, s.sql.upsert, op.key[:], op.data, op.lifetimeUS, s.cfg.Channel, s.prefix).Scan(&op.version)
-		if errors.Is(op.err, pgx.ErrNoRows) {
-			op.err = ErrDeleted // the upsert met a tombstone
-		}
-	}
-	if op.err != nil && !errors.Is(op.err, ErrDeleted) {
-		op.err = fmt.Errorf("write session: %w", op.err)
-	}
-}
-
 // commitMany writes ops, of distinct sessions, in one statement.
 func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 	// Rows are locked in key order, so that two instances committing
@@ -208,30 +190,4 @@ func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 		}
 	}
 	return nil
-}
-
-// batchSQL writes many sessions in one statement: a multi-row upsert, a
-// multi-row delete, and one notification per notifyItemsPerPayload
-// sessions, all in the statement's one transaction.
-func batchSQL(t string) string {
-	return `WITH u AS (
-			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS u(key_hash, data, us)),
-		w AS (
-			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u
-			ON CONFLICT (key_hash) DO UPDATE
-			SET data = excluded.data, expires_at = excluded.expires_at,
-				version = s.version + 1, updated_at = now(), deleted = false
-			WHERE NOT s.deleted OR s.expires_at <= now()
-			RETURNING key_hash, version),
-		ts AS (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `),
-		d AS (
-			SELECT key_hash, 0::bigint AS version FROM ts),
-		a AS (
-			SELECT key_hash, version FROM w UNION ALL SELECT key_hash, version FROM d),
-		n AS (
-			SELECT pg_notify($5, $6 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
-			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM a) x
-			GROUP BY chunk)
-		SELECT a.key_hash, a.version FROM a, (SELECT count(*) FROM n) c`
 }

@@ -336,3 +336,84 @@ func TestBatchRefusesALoggedOutSessionOnly(t *testing.T) {
 		t.Fatalf("%d batch statements, %d live rows, %+v", batches.n.Load(), liveRows(t, cfg.Table), s.Stats())
 	}
 }
+
+// errTracer records the errors of statements containing match.
+type errTracer struct {
+	match string
+	mu    sync.Mutex
+	errs  []error
+}
+
+type errKey struct{}
+
+// The multi-row batch statement must run, not fail into the write-by-write
+// fallback (which hid a syntax error once).
+func TestBatchStatementSucceeds(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	hold := &statementCounter{match: "INSERT INTO", hold: make(chan struct{}), held: make(chan struct{})}
+	et := &errTracer{match: "unnest("}
+	s := newStore(t, tracedPool(t, multiTracer{hold, et}), cfg)
+	first := saveAsync(s, newSession(s, "first"))
+	<-hold.held
+	a, b := saveAsync(s, newSession(s, "a")), saveAsync(s, newSession(s, "b"))
+	waitQueued(t, s, 2)
+	close(hold.hold)
+	for _, ch := range []<-chan saveResult{first, a, b} {
+		if r := <-ch; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	et.mu.Lock()
+	defer et.mu.Unlock()
+	if len(et.errs) > 0 {
+		t.Fatalf("batch statement failed: %v", et.errs[0])
+	}
+}
+
+// A logout and a stale save of the same session queued in one batch: the
+// save must not supersede the delete.
+func TestBatchedLogoutThenStaleSaveKeepsLogout(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	other := newStore(t, testDB.pool, cfg)
+	_, c := login(t, other, map[any]any{"user": "ada"})
+
+	hold := &statementCounter{match: "INSERT INTO", hold: make(chan struct{}), held: make(chan struct{})}
+	s := newStore(t, tracedPool(t, hold), cfg)
+	stale := get(t, s, c) // a request that loaded the session before the logout
+	blocker := saveAsync(s, newSession(s, "blocker"))
+	<-hold.held
+
+	delDone := make(chan error, 1)
+	go func() { delDone <- s.Delete(context.Background(), stale.ID) }()
+	waitQueued(t, s, 1)
+	stale.Values["user"] = "ada-again"
+	saved := saveAsync(s, stale)
+	waitQueued(t, s, 2)
+	close(hold.hold)
+	<-blocker
+	if err := <-delDone; err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	r := <-saved
+	if !errors.Is(r.err, pgsession.ErrDeleted) {
+		t.Errorf("save queued after the logout: err %v, want ErrDeleted", r.err)
+	}
+	fresh := newStore(t, testDB.pool, cfg)
+	if got := get(t, fresh, c); !got.IsNew {
+		t.Fatalf("logout lost: session still alive with %v", got.Values)
+	}
+}
+
+func (e *errTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, errKey{}, strings.Contains(d.SQL, e.match))
+}
+
+func (e *errTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryEndData) {
+	if m, _ := ctx.Value(errKey{}).(bool); m && d.Err != nil {
+		e.mu.Lock()
+		e.errs = append(e.errs, d.Err)
+		e.mu.Unlock()
+	}
+}

@@ -57,7 +57,7 @@ func TestThreeProcesses(t *testing.T) {
 		t.Fatalf("inconsistent: %d stale reads, %d lost sessions, %d errors", rep.Stale(), rep.Lost, rep.Errors)
 	}
 	for i, in := range rep.Instances {
-		if in.Requests == 0 || in.CacheHits == 0 || in.Invalidations == 0 {
+		if in.Requests == 0 || in.CacheHits == 0 || in.Notifications == 0 {
 			t.Errorf("instance %d took no real part: %+v", i+1, in)
 		}
 	}

@@ -34,8 +34,11 @@ const minHashKeyLen = 32
 const maxIdentifierLen = 63
 
 // Config configures a Store. The zero value of every field but KeyPairs means
-// "use the default"; where a feature can be turned off, a negative value does
-// that. The Config is copied by New: changing it afterwards has no effect.
+// "use the default". A negative value turns off what can be turned off
+// (CacheSize, RefreshAfter's lag, ScavengeInterval, PurgeInterval,
+// MaxBatch's batching); for MaxLength, BrowserSessionTTL, ListenLease and
+// MaxIdle it is an error. Each field says which. The Config is copied by
+// New: changing it afterwards has no effect.
 type Config struct {
 	// KeyPairs are securecookie hash and block key pairs, as in
 	// securecookie.CodecsFromPairs: hash key, block key, hash key, block key,
@@ -77,7 +80,8 @@ type Config struct {
 	CacheSize int
 
 	// MaxLength is the largest encoded session, in bytes, that Save will
-	// store; a larger one fails with ErrTooLarge. Default 64 KiB.
+	// store; a larger one fails with ErrTooLarge. Default 64 KiB; negative is
+	// an error.
 	MaxLength int
 
 	// Serializer encodes session values. Default: DefaultSerializer, a
@@ -91,7 +95,7 @@ type Config struct {
 	// BrowserSessionTTL is how long the row of a session saved with cookie
 	// MaxAge 0 (a browser-session cookie) lives after its last write: the
 	// browser keeps such a cookie until it is closed, which the server
-	// cannot observe. Default 24 hours.
+	// cannot observe. Default 24 hours; less than a second is an error.
 	BrowserSessionTTL time.Duration
 
 	// RefreshAfter is how far the stored expiry may lag behind the one a
@@ -126,12 +130,13 @@ type Config struct {
 	// connection dies without an error (a silently dropped TCP connection):
 	// the cache serves only while the listener proved itself alive within
 	// the lease, by a notification or a ping after a quiet quarter of it.
-	// Default 10 seconds; at least 100 ms.
+	// Default 10 seconds; less than 100 ms is an error.
 	ListenLease time.Duration
 
 	// MaxIdle is how long a session may go unread and unwritten in this
 	// process before it leaves the cache. The session itself stays valid
-	// in the database; its next read loads it again. Default 5 minutes.
+	// in the database; its next read loads it again. Default 5 minutes;
+	// negative is an error (turn the scavenger off instead).
 	MaxIdle time.Duration
 
 	// ScavengeInterval is how often idle entries are looked for. A pass
@@ -164,6 +169,15 @@ type Config struct {
 	// Expiry in the database always follows the database clock. Default
 	// time.Now; replace it only for tests and simulations.
 	Clock func() time.Time
+
+	knobs knobs // set only by this package's tests
+}
+
+// knobs are per-store test seams: internal sizes and hooks that tests set
+// through export_test.go, so that tests using them can run in parallel.
+type knobs struct {
+	handoff   int    // the listener's hand-off buffer; 0: defaultHandoff
+	applyHook func() // run before each notification is applied
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error

@@ -4,6 +4,12 @@ import "errors"
 
 // Sentinel errors. Errors returned by the store wrap one of these where the
 // cause is the store's own; test for them with errors.Is.
+//
+// Messages follow one rule: an operation names itself once, in front of its
+// cause ("save session: ...", "load session: ...", "delete session: ...",
+// "regenerate session: ...", "clear sessions: ..."), and a cause is added by
+// the layer that knows it ("refresh expiry: ...", a pgx error, or one of
+// these sentinels, which carry the package name).
 var (
 	// ErrClosed is returned by every operation on a Store after Close.
 	ErrClosed = errors.New("pgsession: store closed")
@@ -15,8 +21,9 @@ var (
 	// ErrInvalidConfig is wrapped by New when the configuration cannot work.
 	ErrInvalidConfig = errors.New("pgsession: invalid config")
 
-	// ErrInvalidID is returned by Save when session.ID was changed to
-	// something this store did not issue.
+	// ErrInvalidID is returned by Save and Regenerate when session.ID was
+	// changed to something this store did not issue, and by Delete for a
+	// token this store could not have issued.
 	ErrInvalidID = errors.New("pgsession: invalid session id")
 
 	// ErrDeleted is returned by Save when the session was deleted (logged
@@ -25,6 +32,7 @@ var (
 	// already under way. The session stays deleted.
 	ErrDeleted = errors.New("pgsession: session was deleted")
 
-	// ErrCorrupt is wrapped when stored session data cannot be decoded.
+	// ErrCorrupt is wrapped by Get when stored session data cannot be
+	// decoded, whatever the Serializer.
 	ErrCorrupt = errors.New("pgsession: corrupt session data")
 )

@@ -3,17 +3,11 @@ package pgsession
 import (
 	"context"
 	"crypto/sha256"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"log/slog"
 	"time"
 )
 
 // Test seams, visible only to this package's tests.
-
-// NewWithClock is New with the store's local clock replaced.
-func NewWithClock(ctx context.Context, pool *pgxpool.Pool, cfg Config, now func() time.Time) (*Store, error) {
-	cfg.Clock = now
-	return New(ctx, pool, cfg)
-}
 
 // FlightWaiters returns how many Gets wait on the database load of the
 // session with the given ID.
@@ -49,10 +43,19 @@ func Origin(s *Store) string { return s.origin }
 // Channel returns the store's notification channel.
 func Channel(s *Store) string { return s.cfg.Channel }
 
-// ParsePayload exposes the notification payload parser to fuzzing.
-func ParsePayload(p string) (string, int, error) {
-	o, items, err := parsePayload(p)
-	return o, len(items), err
+// SignCookie signs a cookie value for token tok at version as a store with
+// keyPairs does; no database is involved.
+func SignCookie(keyPairs [][]byte, name string, tok [32]byte, version int64) (string, error) {
+	return cookieOnlyStore(keyPairs).signCookie(name, tok, version)
+}
+
+// VerifyCookie verifies a cookie value as a store with keyPairs does.
+func VerifyCookie(keyPairs [][]byte, name, value string) (tok [32]byte, version int64, primary, ok bool) {
+	return cookieOnlyStore(keyPairs).decodeCookie(name, value)
+}
+
+func cookieOnlyStore(keyPairs [][]byte) *Store {
+	return &Store{codecs: newCodecs(keyPairs), log: slog.New(slog.DiscardHandler)}
 }
 
 // Payloads renders n invalidations of distinct keys as notification payloads.
@@ -104,7 +107,9 @@ func QueuedWrites(s *Store) int {
 	return len(s.commits.queue)
 }
 
-// SetHandoff sets the hand-off buffer size of stores made afterwards and a
-// hook run before each notification is applied. Only for tests that do not
-// run in parallel; reset with SetHandoff(4096, nil).
-func SetHandoff(size int, hook func()) { handoffSize, applyHook = size, hook }
+// WithHandoff returns cfg with the listener's hand-off buffer size and a
+// hook run before each notification is applied.
+func WithHandoff(cfg Config, size int, hook func()) Config {
+	cfg.knobs.handoff, cfg.knobs.applyHook = size, hook
+	return cfg
+}

@@ -81,13 +81,8 @@ func testConfig(t testing.TB) pgsession.Config {
 // newStore opens a Store on pool with cfg, closed at cleanup.
 func newStore(t testing.TB, pool *pgxpool.Pool, cfg pgsession.Config) *pgsession.Store {
 	t.Helper()
-	return newStoreClock(t, pool, cfg, time.Now)
-}
-
-// newStoreClock is newStore with the store's clock replaced.
-func newStoreClock(t testing.TB, pool *pgxpool.Pool, cfg pgsession.Config, now func() time.Time) *pgsession.Store {
 	t.Helper()
-	s, err := pgsession.NewWithClock(context.Background(), pool, cfg, now)
+	s, err := pgsession.New(context.Background(), pool, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -202,7 +197,7 @@ func goEach(t testing.TB, n int, fn func(i int) error) (wait func()) {
 	}
 }
 
-// clock is a settable clock for newStoreClock.
+// clock is a settable clock for Config.Clock.
 type clock struct{ t atomicTime }
 
 func newClock() *clock {

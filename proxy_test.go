@@ -8,12 +8,13 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/jackc/pgx/v5"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 type atomicTime struct{ v atomic.Pointer[time.Time] }
@@ -198,6 +199,7 @@ func (p *proxy) Start() {
 // through a new proxy.
 func proxiedURL(t testing.TB) (string, *proxy) {
 	t.Helper()
+	requireDB(t)
 	cfg, err := pgx.ParseConfig(testDB.url)
 	if err != nil {
 		t.Fatal(err)

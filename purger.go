@@ -65,10 +65,10 @@ func (p *purger) next() time.Duration {
 // expired, and no instance serves an entry past the expiry it read from the
 // database.
 func (s *Store) PurgeExpired(ctx context.Context) (int64, error) {
-	if !s.beginWrite() {
+	if !s.writes.enter() {
 		return 0, ErrClosed
 	}
-	defer s.endWrite()
+	defer s.writes.leave()
 	n, err := s.purge(ctx)
 	if s.purger != nil {
 		select {

@@ -1,39 +1,72 @@
 package pgsession
 
 import (
+	"encoding/json"
 	"sync/atomic"
 	"time"
 )
 
-// Stats is a snapshot of a Store's counters, from its creation on.
+// Stats is a snapshot of a Store's counters, from its creation on. Every
+// counter only grows; Entries, Listener and ListenerDowntime are current
+// values. It marshals to JSON with the field names as keys, Listener as
+// text ("up", "down", "off") and ListenerDowntime in seconds.
 type Stats struct {
+	// Reads and writes.
 	CacheHits      int64 // Gets served from the in-process cache
-	CacheMisses    int64 // Gets of a valid cookie that the cache could not serve
+	CacheMisses    int64 // Gets of a valid cookie that the cache could not serve (absent, stale, or the listener down)
 	Loads          int64 // SELECTs run for cache misses (concurrent misses of one session share one)
-	Saves          int64 // sessions written to the database (insert or update)
+	Saves          int64 // sessions written to the database (insert or update), Regenerate included
 	SavesSkipped   int64 // Saves that needed no database round trip: values and expiry unchanged
 	Refreshes      int64 // Saves of unchanged values that only extended the stored expiry
-	Deletes        int64 // sessions deleted (Save with MaxAge < 0)
+	Deletes        int64 // sessions deleted (Save with MaxAge < 0, Delete) that existed
 	InvalidCookies int64 // cookies that failed verification (tampered, foreign key, truncated)
 	Errors         int64 // operations that returned an error
 	Entries        int64 // sessions in the cache now
 
-	Notifications      int64         // invalidation notifications received
-	NotifyEvictions    int64         // cache entries evicted by a notification
-	BadNotifications   int64         // malformed notifications, ignored
+	// Coherence across instances.
+	Notifications      int64         // invalidation notifications received, this store's own echoes included
+	NotifyEvictions    int64         // cache entries evicted by another instance's notification
+	BadNotifications   int64         // malformed notifications on the channel, ignored
 	ListenerReconnects int64         // times the listener reconnected after losing its connection
-	CacheDrops         int64         // times the whole cache was dropped (reconnect, hand-off overflow)
-	ListenerDown       time.Duration // total time the listener was down, the current outage included
-	Listener           ListenerState // the listener's state now
+	CacheDrops         int64         // times the whole cache was dropped (reconnect, hand-off overflow, Clear elsewhere)
+	ListenerDowntime   time.Duration // total time the listener was down, the current outage included
+	Listener           ListenerState // the listener's state now: ListenerUp only while it proved itself alive within ListenLease
 
+	// Idle entries and expired rows.
 	Scavenged    int64 // cache entries evicted for being idle longer than MaxIdle (or expired)
 	PurgeRuns    int64 // purge rounds this instance ran (automatic and PurgeExpired)
 	RowsPurged   int64 // expired rows this instance deleted
 	PurgeSkipped int64 // purge rounds skipped because another instance was purging
 
+	// Group commit.
 	Batches       int64 // commits that carried more than one write
 	BatchedWrites int64 // writes that went in such a commit
 	BatchRetries  int64 // batches that failed and were retried write by write
+}
+
+// MarshalJSON renders the snapshot for dashboards: field names as keys,
+// the listener state as text and ListenerDowntime in seconds.
+func (st Stats) MarshalJSON() ([]byte, error) {
+	type fields Stats // the same fields, without this method
+	return json.Marshal(struct {
+		fields
+		ListenerDowntime float64 // seconds; hides fields.ListenerDowntime
+	}{fields(st), st.ListenerDowntime.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (st *Stats) UnmarshalJSON(b []byte) error {
+	type fields Stats
+	var v struct {
+		fields
+		ListenerDowntime float64
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*st = Stats(v.fields)
+	st.ListenerDowntime = time.Duration(v.ListenerDowntime * float64(time.Second))
+	return nil
 }
 
 // counters are the live, always-on counters behind Stats.
@@ -79,7 +112,7 @@ func (s *Store) Stats() Stats {
 		BatchRetries:  c.batchRetries.Load(),
 	}
 	if l := s.listener; l != nil {
-		st.ListenerDown = l.downTime()
+		st.ListenerDowntime = l.downTime()
 		st.Listener = l.currentState()
 	}
 	return st

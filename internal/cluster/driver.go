@@ -42,7 +42,7 @@ type InstanceReport struct {
 	Requests      int64           // requests the instance served
 	CacheHits     int64
 	DBReads       int64 // SELECTs for cache misses
-	Invalidations int64 // notifications received
+	Notifications int64 // invalidation notifications received (own echoes included)
 	Stale         int64 // reads it served older than they had to be
 }
 
@@ -61,9 +61,9 @@ func (r Report) OK() bool { return r.Stale() == 0 && r.Errors == 0 && r.Lost == 
 // Print writes the report as a table.
 func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "instance\trequests\tcache hits\tdb reads\tinvalidations\tstale reads\t")
+	fmt.Fprintln(tw, "instance\trequests\tcache hits\tdb reads\tnotifications\tstale reads\t")
 	for i, in := range r.Instances {
-		fmt.Fprintf(tw, "%d (%s)\t%d\t%d\t%d\t%d\t%d\t\n", i+1, in.Addr, in.Requests, in.CacheHits, in.DBReads, in.Invalidations, in.Stale)
+		fmt.Fprintf(tw, "%d (%s)\t%d\t%d\t%d\t%d\t%d\t\n", i+1, in.Addr, in.Requests, in.CacheHits, in.DBReads, in.Notifications, in.Stale)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "client requests: %d, unexpected errors: %d, sessions lost: %d, stale reads: %d\n", r.Ops, r.Errors, r.Lost, r.Stale())
@@ -101,7 +101,7 @@ func Drive(ctx context.Context, addrs []string, wl Workload) (Report, error) {
 			Requests:      st.Requests,
 			CacheHits:     st.Store.CacheHits,
 			DBReads:       st.Store.Loads,
-			Invalidations: st.Store.Notifications,
+			Notifications: st.Store.Notifications,
 			Stale:         d.stale[i].Load(),
 			Store:         st.Store,
 		})

@@ -81,7 +81,7 @@ func TestOwnEchoDoesNotEvict(t *testing.T) {
 	}
 }
 
-func TestPayloadCarriesHashNotToken(t *testing.T) {
+func TestNotificationCarriesHashNotToken(t *testing.T) {
 	t.Parallel()
 	s := newStore(t, testDB.pool, testConfig(t))
 	ctx := context.Background()
@@ -114,29 +114,20 @@ func TestPayloadCarriesHashNotToken(t *testing.T) {
 	}
 }
 
-func TestPayloadsSplitBelowLimit(t *testing.T) {
+// TestNotifyAcceptsTheLargestSplit: PostgreSQL takes the largest payload
+// the store renders (TestPayloadsSplitBelowLimit checks the split itself).
+func TestNotifyAcceptsTheLargestSplit(t *testing.T) {
 	t.Parallel()
+	requireDB(t)
 	ps := pgsession.Payloads("0123456789abcdef", 500)
-	if len(ps) < 2 {
-		t.Fatalf("500 items in %d payloads, want a split", len(ps))
-	}
-	total := 0
+	largest := ""
 	for _, p := range ps {
-		if len(p) > 7999 {
-			t.Fatalf("payload of %d bytes", len(p))
+		if len(p) > len(largest) {
+			largest = p
 		}
-		_, n, err := pgsession.ParsePayload(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += n
 	}
-	if total != 500 {
-		t.Fatalf("%d items after the split, want 500", total)
-	}
-	// And PostgreSQL takes the largest of them.
-	if _, err := testDB.pool.Exec(context.Background(), "SELECT pg_notify('pgsession_split_test', $1)", ps[0]); err != nil {
-		t.Fatalf("pg_notify of a %d-byte payload: %v", len(ps[0]), err)
+	if _, err := testDB.pool.Exec(context.Background(), "SELECT pg_notify('pgsession_split_test', $1)", largest); err != nil {
+		t.Fatalf("pg_notify of a %d-byte payload: %v", len(largest), err)
 	}
 }
 
@@ -283,8 +274,8 @@ func TestSilentListenerConnection(t *testing.T) {
 	if st := s.Stats(); st.CacheHits != before.CacheHits+1 {
 		t.Fatalf("after recovery the cache does not serve: %+v", st)
 	}
-	if st := s.Stats(); st.ListenerDown <= 0 {
-		t.Fatalf("ListenerDown = %v after an outage", st.ListenerDown)
+	if st := s.Stats(); st.ListenerDowntime <= 0 {
+		t.Fatalf("ListenerDowntime = %v after an outage", st.ListenerDowntime)
 	}
 }
 
@@ -342,4 +333,46 @@ func TestGarbageNotificationsAreCountedAndIgnored(t *testing.T) {
 	if st := s.Stats(); st.CacheHits != before.CacheHits+1 || st.Listener != pgsession.ListenerUp {
 		t.Fatalf("after garbage the store does not serve from its cache: %+v", st)
 	}
+}
+
+// TestHandoffOverflowDropsTheCache: when notifications arrive faster than
+// they are applied, the read loop must not block and must not drop a
+// notification: it drops the whole cache.
+func TestHandoffOverflowDropsTheCache(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	cfg := pgsession.WithHandoff(testConfig(t), 2, func() {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-hold
+	})
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	t.Cleanup(func() {
+		select {
+		case <-hold:
+		default:
+			close(hold)
+		}
+	})
+	_, c := login(t, s, map[any]any{"n": 1}) // its echo holds the applier
+	<-held
+	get(t, s, c)
+	if st := s.Stats(); st.Entries != 1 {
+		t.Fatalf("entries %d before the burst", st.Entries)
+	}
+	// Four notifications while the applier is held: two fit, the rest overflow.
+	for range 4 {
+		if _, err := testDB.pool.Exec(context.Background(), "SELECT pg_notify($1, 'noise')", pgsession.Channel(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the overflow to drop the cache", func() bool { return s.Stats().CacheDrops >= 1 })
+	if st := s.Stats(); st.Entries != 0 || st.Listener != pgsession.ListenerUp {
+		t.Fatalf("after the overflow: %+v; want an empty cache and the listener still up", st)
+	}
+	close(hold)
+	waitFor(t, "the held notifications to be applied", func() bool { return s.Stats().BadNotifications >= 2 })
 }

@@ -32,6 +32,32 @@ func TestParsePayload(t *testing.T) {
 	}
 }
 
+func TestPayloadsSplitBelowLimit(t *testing.T) {
+	items := make([]invalidation, 500)
+	for i := range items {
+		items[i].key[0], items[i].key[1] = byte(i), byte(i>>8)
+		items[i].version = int64(i + 1)
+	}
+	ps := payloads("0123456789abcdef", items)
+	if len(ps) < 2 {
+		t.Fatalf("500 items in %d payloads, want a split", len(ps))
+	}
+	total := 0
+	for _, p := range ps {
+		if len(p) > maxPayload {
+			t.Fatalf("payload of %d bytes", len(p))
+		}
+		_, got, err := parsePayload(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(got)
+	}
+	if total != len(items) {
+		t.Fatalf("%d items after the split, want %d", total, len(items))
+	}
+}
+
 func FuzzParsePayload(f *testing.F) {
 	key := strings.Repeat("0f", 32)
 	f.Add("1 0123456789abcdef " + key + ":1")

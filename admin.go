@@ -10,19 +10,22 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Regenerate gives the session a new token, keeps its values, removes the
-// row of the old token and sets the new cookie: the old cookie is a new,
+// The administration API: operations on sessions beyond Get and Save.
+
+// Regenerate gives the session a new token, keeps its values, logs the old
+// token out (its row becomes a tombstone until it expires, like any
+// deleted session) and sets the new cookie: the old cookie is a new,
 // empty session afterwards, on every instance. Call it at login (and at any
 // change of privilege) against session fixation. A session that was never
 // saved is simply saved, with a token of its own.
 func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
-	if !s.beginWrite() {
+	if !s.writes.enter() {
 		return ErrClosed
 	}
-	defer s.endWrite()
+	defer s.writes.leave()
 	if err := s.regenerate(r.Context(), w, session); err != nil {
 		s.counters.errors.Add(1)
-		return err
+		return fmt.Errorf("regenerate session: %w", err)
 	}
 	return nil
 }
@@ -78,7 +81,7 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 	}
 	if err != nil {
 		s.cache.abort(k)
-		return fmt.Errorf("regenerate session: %w", err)
+		return err
 	}
 	s.counters.saves.Add(1)
 	e := newEntry(data, version, now.Add(lifetime), now)
@@ -103,10 +106,10 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 // Clear deletes every session in the table, and every instance drops its
 // whole cache.
 func (s *Store) Clear(ctx context.Context) error {
-	if !s.beginWrite() {
+	if !s.writes.enter() {
 		return ErrClosed
 	}
-	defer s.endWrite()
+	defer s.writes.leave()
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, s.sql.clear); err != nil {
 			return err
@@ -127,30 +130,17 @@ func (s *Store) Clear(ctx context.Context) error {
 // exist is not an error. A token this store could not have issued is
 // ErrInvalidID.
 func (s *Store) Delete(ctx context.Context, token string) error {
-	if !s.beginWrite() {
+	if !s.writes.enter() {
 		return ErrClosed
 	}
-	defer s.endWrite()
+	defer s.writes.leave()
 	t, err := parseToken(token)
+	if err == nil {
+		err = s.deleteKey(ctx, sha256.Sum256(t[:]))
+	}
 	if err != nil {
 		s.counters.errors.Add(1)
-		return err
-	}
-	if err := s.deleteKey(ctx, sha256.Sum256(t[:])); err != nil {
-		s.counters.errors.Add(1)
-		return err
-	}
-	return nil
-}
-
-// deleteKey deletes k's row, telling every instance.
-func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
-	n, _, err := s.write(ctx, k, nil, 0, true)
-	// Dropped even on error: a failed delete may have committed.
-	s.cache.remove(k)
-	if err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}
-	s.counters.deletes.Add(n)
 	return nil
 }

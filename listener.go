@@ -2,126 +2,18 @@ package pgsession
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// Invalidation messages.
-//
-// Every write and delete sends, in its own transaction, a notification on
-// the store's channel. The payload is text:
-//
-//	1 <origin> <key>:<version> [<key>:<version> ...]
-//
-// where 1 is the format version, origin identifies the sending Store, key
-// is the hex SHA-256 key of a session (never its token) and version is the
-// row version the write produced, or 0 for a delete. A list longer than one
-// payload may carry is split (see payloads).
-
-// maxPayload is the largest notification payload PostgreSQL accepts
-// (8000 bytes fails with "payload string too long").
-const maxPayload = 7999
-
-const payloadFormat = "1"
-
-// invalidation is one item of a notification.
-type invalidation struct {
-	key     keyHash
-	version int64 // 0: deleted
-	all     bool  // every session was deleted (Clear): key and version unused
-}
-
-// clearItem is the payload item of an invalidation of everything.
-const clearItem = "*"
-
-// payloads renders items as notification payloads of at most maxPayload
-// bytes each.
-func payloads(origin string, items []invalidation) []string {
-	prefix := payloadPrefix(origin)
-	var out []string
-	var b strings.Builder
-	for _, it := range items {
-		item := clearItem
-		if !it.all {
-			item = hex.EncodeToString(it.key[:]) + ":" + strconv.FormatInt(it.version, 10)
-		}
-		if b.Len() > 0 && b.Len()+1+len(item) > maxPayload {
-			out = append(out, b.String())
-			b.Reset()
-		}
-		if b.Len() == 0 {
-			b.WriteString(prefix)
-		} else {
-			b.WriteByte(' ')
-		}
-		b.WriteString(item)
-	}
-	if b.Len() > 0 {
-		out = append(out, b.String())
-	}
-	return out
-}
-
-// payloadPrefix is what every payload from origin starts with; the SQL
-// that writes a single session appends "<key>:<version>" to it.
-func payloadPrefix(origin string) string { return payloadFormat + " " + origin + " " }
-
-var errBadPayload = errors.New("malformed invalidation payload")
-
-// parsePayload parses a notification payload. It never panics; anything
-// that is not a well-formed payload is an error.
-func parsePayload(p string) (origin string, items []invalidation, err error) {
-	f := strings.Fields(p)
-	if len(f) < 3 || f[0] != payloadFormat || len(f[1]) == 0 || len(f[1]) > 64 {
-		return "", nil, errBadPayload
-	}
-	items = make([]invalidation, 0, len(f)-2)
-	for _, s := range f[2:] {
-		if s == clearItem {
-			items = append(items, invalidation{all: true})
-			continue
-		}
-		h, v, ok := strings.Cut(s, ":")
-		var it invalidation
-		if !ok || len(h) != 2*len(it.key) {
-			return "", nil, errBadPayload
-		}
-		if _, err := hex.Decode(it.key[:], []byte(h)); err != nil {
-			return "", nil, errBadPayload
-		}
-		if it.version, err = strconv.ParseInt(v, 10, 64); err != nil || it.version < 0 {
-			return "", nil, errBadPayload
-		}
-		items = append(items, it)
-	}
-	return f[1], items, nil
-}
-
-// defaultChannel derives the notification channel from the table's names:
-// lower case (LISTEN folds unquoted names, pg_notify does not), and short
-// enough to be an identifier.
-func defaultChannel(schema, table string) string {
-	name := "pgsession:" + table
-	if schema != "" {
-		name = "pgsession:" + schema + "." + table
-	}
-	name = strings.ToLower(name)
-	if len(name) > maxIdentifierLen {
-		sum := sha256.Sum256([]byte(name))
-		name = name[:maxIdentifierLen-17] + "~" + hex.EncodeToString(sum[:8])
-	}
-	return name
-}
 
 // ListenerState is the state of a Store's notification listener.
 type ListenerState int32
@@ -148,23 +40,35 @@ func (s ListenerState) String() string {
 	return "ListenerState(" + strconv.Itoa(int(s)) + ")"
 }
 
+// MarshalText renders the state as String does ("up", "down", "off"), so
+// that Stats reads well as JSON.
+func (s ListenerState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (s *ListenerState) UnmarshalText(b []byte) error {
+	for _, v := range []ListenerState{ListenerOff, ListenerDown, ListenerUp} {
+		if string(b) == v.String() {
+			*s = v
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown listener state %q", b)
+}
+
 // Reconnect backoff of the listener.
 const (
 	backoffMin = 250 * time.Millisecond
 	backoffMax = 30 * time.Second
 )
 
-// handoffSize is how many notifications may wait between the read loop and
-// the goroutine that applies them. A variable only so that a test can
-// overflow it.
-var handoffSize = 4096
-
-// applyHook, when not nil, runs before each notification is applied: a test
-// seam to hold the applier back.
-var applyHook func()
+// defaultHandoff is how many notifications may wait between the read loop
+// and the goroutine that applies them.
+const defaultHandoff = 4096
 
 // listener keeps one dedicated connection LISTENing on the store's channel
-// and applies the invalidations that arrive to the cache. Its states:
+// and applies the invalidations that arrive to the cache. It knows nothing
+// of the Store: it is given the cache, the counters, a logger and a
+// function that opens a connection. Its states:
 //
 //   - UP: notifications evict entries older than the notified version. The
 //     cache serves only while the connection proved itself alive (a
@@ -173,11 +77,15 @@ var applyHook func()
 //     backoff, LISTEN, then drop the whole cache (notifications sent while
 //     down are lost), then UP.
 type listener struct {
-	s       *Store
-	channel string
-	origin  string
-	lease   time.Duration
-	wait    time.Duration // quiet time before a ping
+	channel  string
+	origin   string // this store's id: its own writes' echoes carry it
+	lease    time.Duration
+	wait     time.Duration                            // quiet time before a ping
+	connect  func(context.Context) (*pgx.Conn, error) // opens a connection of the listener's own
+	cache    *cache
+	counters *counters
+	log      *slog.Logger
+	hook     func() // when not nil, runs before each notification is applied (a test seam)
 
 	state     atomic.Int32 // ListenerState
 	lastProof atomic.Int64 // monotonic ns (since base) of the last proof of life
@@ -188,15 +96,34 @@ type listener struct {
 	handoff chan string // payloads from the read loop to apply
 }
 
-func newListener(s *Store, origin string) *listener {
+// listenerConfig is what a listener is given.
+type listenerConfig struct {
+	channel, origin string
+	lease           time.Duration
+	connect         func(context.Context) (*pgx.Conn, error)
+	cache           *cache
+	counters        *counters
+	log             *slog.Logger
+	handoff         int    // hand-off buffer size; 0: defaultHandoff
+	hook            func() // see listener.hook
+}
+
+func newListener(c listenerConfig) *listener {
+	if c.handoff <= 0 {
+		c.handoff = defaultHandoff
+	}
 	l := &listener{
-		s:       s,
-		channel: s.cfg.Channel,
-		origin:  origin,
-		lease:   s.cfg.ListenLease,
-		wait:    s.cfg.ListenLease / 4,
-		base:    time.Now(),
-		handoff: make(chan string, handoffSize),
+		channel:  c.channel,
+		origin:   c.origin,
+		lease:    c.lease,
+		wait:     c.lease / 4,
+		connect:  c.connect,
+		cache:    c.cache,
+		counters: c.counters,
+		log:      c.log,
+		hook:     c.hook,
+		base:     time.Now(),
+		handoff:  make(chan string, c.handoff),
 	}
 	l.state.Store(int32(ListenerDown))
 	return l
@@ -242,36 +169,21 @@ func (l *listener) setDown() {
 // first: LISTEN, then drop, then serve.
 func (l *listener) setUp(initial bool) {
 	if !initial {
-		l.s.cache.drop()
-		l.s.counters.drops.Add(1)
+		l.cache.drop()
+		l.counters.drops.Add(1)
 		l.downTotal.Add(l.mono() - l.downSince.Load())
 	}
 	l.proof()
 	l.state.Store(int32(ListenerUp))
 }
 
-// connect opens the dedicated connection and LISTENs on it.
-func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
+// listen opens the dedicated connection and LISTENs on it, within the lease.
+func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.lease)
 	defer cancel()
-	var conn *pgx.Conn
-	if cs := l.s.cfg.ListenConnString; cs != "" {
-		cc, err := pgx.ParseConfig(cs)
-		if err != nil {
-			return nil, fmt.Errorf("parse ListenConnString: %w", err)
-		}
-		if conn, err = pgx.ConnectConfig(ctx, cc); err != nil {
-			return nil, err
-		}
-	} else {
-		pc, err := l.s.pool.Acquire(ctx)
-		if err != nil {
-			return nil, err
-		}
-		// Hijacked, the connection is ours: the pool will not hand it to
-		// anyone else (who would inherit the LISTEN) nor close it at its
-		// MaxConnLifetime.
-		conn = pc.Hijack()
+	conn, err := l.connect(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if err := l.prepare(ctx, conn); err != nil {
 		closeConn(conn)
@@ -296,6 +208,30 @@ func (l *listener) prepare(ctx context.Context, conn *pgx.Conn) error {
 	return err
 }
 
+// listenConnector returns the function that opens the listener's
+// connection: from connString when set, else a connection taken from the
+// pool and hijacked. Hijacked, it is the listener's own: the pool will not
+// hand it to anyone else (who would inherit the LISTEN) nor close it at its
+// MaxConnLifetime.
+func listenConnector(pool *pgxpool.Pool, connString string) func(context.Context) (*pgx.Conn, error) {
+	if connString != "" {
+		return func(ctx context.Context) (*pgx.Conn, error) {
+			cc, err := pgx.ParseConfig(connString)
+			if err != nil {
+				return nil, fmt.Errorf("parse ListenConnString: %w", err)
+			}
+			return pgx.ConnectConfig(ctx, cc)
+		}
+	}
+	return func(ctx context.Context) (*pgx.Conn, error) {
+		pc, err := pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return pc.Hijack(), nil
+	}
+}
+
 func closeConn(conn *pgx.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -316,7 +252,7 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.s.log.Warn("pgsession: listener lost; reads bypass the cache until it is back", "channel", l.channel, "err", err)
+			l.log.Warn("pgsession: listener lost; reads bypass the cache until it is back", "channel", l.channel, "err", err)
 		}
 		// Full jitter over the upper half, so a fleet does not reconnect in step.
 		d := backoff/2 + rand.N(backoff/2+1)
@@ -325,19 +261,19 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 			return
 		case <-time.After(d):
 		}
-		c, err := l.connect(ctx)
+		c, err := l.listen(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			backoff = min(2*backoff, backoffMax)
-			l.s.log.Warn("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
+			l.log.Warn("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
 			continue
 		}
 		conn, backoff = c, backoffMin
-		l.s.counters.reconnects.Add(1)
+		l.counters.reconnects.Add(1)
 		l.setUp(false)
-		l.s.log.Info("pgsession: listener reconnected; cache dropped", "channel", l.channel)
+		l.log.Info("pgsession: listener reconnected; cache dropped", "channel", l.channel)
 	}
 }
 
@@ -354,9 +290,9 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 			case l.handoff <- n.Payload:
 			default:
 				// Better to forget everything than to miss one invalidation.
-				l.s.cache.drop()
-				l.s.counters.drops.Add(1)
-				l.s.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
+				l.cache.drop()
+				l.counters.drops.Add(1)
+				l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
 			}
 			continue
 		}
@@ -381,14 +317,14 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 // ends.
 func (l *listener) apply() {
 	for p := range l.handoff {
-		if applyHook != nil {
-			applyHook()
+		if l.hook != nil {
+			l.hook()
 		}
-		l.s.counters.notifications.Add(1)
+		l.counters.notifications.Add(1)
 		origin, items, err := parsePayload(p)
 		if err != nil {
-			l.s.counters.badNotifications.Add(1)
-			l.s.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
+			l.counters.badNotifications.Add(1)
+			l.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
 			continue
 		}
 		// This store's own writes are echoed too. Its entry of the version
@@ -399,13 +335,13 @@ func (l *listener) apply() {
 		for _, it := range items {
 			if it.all {
 				if !own { // this store's own Clear dropped its cache already
-					l.s.cache.drop()
-					l.s.counters.drops.Add(1)
+					l.cache.drop()
+					l.counters.drops.Add(1)
 				}
 				continue
 			}
-			if l.s.cache.invalidate(it.key, it.version) && !own {
-				l.s.counters.evictions.Add(1)
+			if l.cache.invalidate(it.key, it.version) && !own {
+				l.counters.evictions.Add(1)
 			}
 		}
 	}

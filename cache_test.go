@@ -1,0 +1,143 @@
+package pgsession_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsession/pgsession"
+)
+
+// gateTracer holds the store's load query after it has read its row, until
+// released: the moment a concurrent write or delete can slip in.
+type gateTracer struct {
+	mu      sync.Mutex
+	armed   bool
+	reached chan struct{}
+	release chan struct{}
+}
+
+type gateKey struct{}
+
+// TestFillRace: a database read that started before a delete must not put
+// the deleted session into the cache after the delete.
+func TestFillRace(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	writer := newStore(t, testDB.pool, cfg)
+	sess, c := login(t, writer, map[any]any{"user": "ada"})
+
+	gate := &gateTracer{}
+	pcfg, err := pgxpool.ParseConfig(testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.ConnConfig.Tracer = gate
+	s := newStore(t, newPoolConfig(t, pcfg), cfg)
+
+	gate.arm()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Get(request(c), cookieName) // reads the row, then waits at the gate
+		done <- err
+	}()
+	<-gate.reached
+
+	// Log out through the same store while its read is in flight.
+	logout := get(t, writer, c)
+	logout.Options.MaxAge = -1
+	if err := s.Save(request(c), httptest.NewRecorder(), logout); err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pgsession.Cached(s, sess.ID); ok {
+		t.Fatal("the read that raced the delete put the deleted session into the cache")
+	}
+	if got := get(t, s, c); !got.IsNew {
+		t.Fatal("a logged-out session was served")
+	}
+}
+
+func TestCacheHitCostsNoQuery(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, testDB.pool, testConfig(t))
+	_, c := login(t, s, map[any]any{"n": 1})
+	before := s.Stats()
+	for range 3 {
+		get(t, s, c)
+	}
+	st := s.Stats()
+	if st.CacheHits-before.CacheHits != 3 || st.Loads != before.Loads {
+		t.Fatalf("stats %+v after 3 Gets of a cached session (before %+v): want 3 hits and no load", st, before)
+	}
+	if st.Entries != 1 {
+		t.Fatalf("Entries = %d, want 1", st.Entries)
+	}
+}
+
+func TestCacheDisabledReadsDatabase(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.CacheSize = -1
+	s := newStore(t, testDB.pool, cfg)
+	_, c := login(t, s, map[any]any{"n": 1})
+	for range 3 {
+		if v := get(t, s, c).Values["n"]; v != 1 {
+			t.Fatalf("n = %v", v)
+		}
+	}
+	if st := s.Stats(); st.Loads != 3 || st.CacheHits != 0 || st.Entries != 0 {
+		t.Fatalf("stats %+v: want 3 loads, no hits, no entries", st)
+	}
+}
+
+func TestEveryGetGetsItsOwnValuesMap(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, testDB.pool, testConfig(t))
+	_, c := login(t, s, map[any]any{"cart": "apple"})
+	a := get(t, s, c)
+	b := get(t, s, c)
+	a.Values["cart"] = "changed, never saved"
+	a.Values["extra"] = 1
+	if b.Values["cart"] != "apple" || len(b.Values) != 1 {
+		t.Fatalf("a second request sees another's unsaved change: %v", b.Values)
+	}
+	if v := get(t, s, c).Values; v["cart"] != "apple" || len(v) != 1 {
+		t.Fatalf("the cache kept an unsaved change: %v", v)
+	}
+}
+
+func (g *gateTracer) arm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed = true
+	g.reached = make(chan struct{})
+	g.release = make(chan struct{})
+}
+
+func (g *gateTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	return context.WithValue(ctx, gateKey{}, strings.HasPrefix(d.SQL, "SELECT data, version"))
+}
+
+func (g *gateTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if isLoad, _ := ctx.Value(gateKey{}).(bool); !isLoad {
+		return
+	}
+	g.mu.Lock()
+	armed := g.armed
+	g.armed = false
+	reached, release := g.reached, g.release
+	g.mu.Unlock()
+	if armed {
+		close(reached)
+		<-release
+	}
+}

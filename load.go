@@ -1,0 +1,88 @@
+package pgsession
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The read path: a Get is served from the cache while the listener is
+// alive, else by one SELECT shared by every concurrent Get of the session.
+
+// cacheUsable reports whether the cache may serve reads now: only while
+// the listener is connected and proved itself alive within the lease.
+func (s *Store) cacheUsable() bool {
+	return s.listener != nil && s.listener.alive()
+}
+
+// lookup returns the live entry for k, from the cache when it holds a
+// version at least minVersion, else from the database. It returns nil for a
+// session that does not exist or has expired.
+func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
+	usable := s.cacheUsable()
+	if usable {
+		if e, ok := s.cache.get(k); ok {
+			if now := s.now(); s.fresh(e, minVersion, now) {
+				e.touch(now)
+				s.counters.hits.Add(1)
+				return e, nil
+			}
+		}
+	}
+	s.counters.misses.Add(1)
+	for {
+		e, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
+			// Another flight may have filled the cache while we waited.
+			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion, s.now()) {
+				return e, nil
+			}
+			return s.load(ctx, k)
+		})
+		// A leader whose own request was canceled fails its followers with
+		// its context's error; a follower whose request goes on tries again.
+		if err != nil && !leader && ctx.Err() == nil &&
+			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue
+		}
+		// The shared read may have started before the write this client
+		// was already given: it reads again itself.
+		if err == nil && !leader && e != nil && e.version < minVersion {
+			return s.load(ctx, k)
+		}
+		return e, err
+	}
+}
+
+// fresh reports whether a cached entry may serve a client that has seen
+// version minVersion.
+func (s *Store) fresh(e *entry, minVersion int64, now time.Time) bool {
+	return e.version >= minVersion && now.Before(e.deadline)
+}
+
+// load reads k from the database and fills the cache with it.
+func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
+	rt := s.cache.begin(k)
+	start := s.now()
+	var (
+		e          entry
+		exp, dbNow time.Time
+	)
+	s.counters.loads.Add(1)
+	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow)
+	if err != nil {
+		s.cache.end(k)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	// The remaining lifetime is measured on the database clock alone and
+	// counted from before the query was sent, so the cache gives the entry
+	// up no later than the database does.
+	e.deadline = start.Add(exp.Sub(dbNow))
+	e.touch(start)
+	s.cache.add(k, &e, rt)
+	return &e, nil
+}

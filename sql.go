@@ -1,0 +1,118 @@
+package pgsession
+
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The store's SQL: every statement it runs on the session table, and the
+// table's DDL. Names are quoted with pgx.Identifier; values always go as
+// parameters.
+
+//go:embed schema.sql
+var schemaSQL string
+
+// queries are the store's SQL statements, with the table name in place.
+type queries struct {
+	table      string // quoted, schema-qualified table name
+	load       string
+	upsert     string
+	refresh    string
+	delete     string
+	batch      string
+	tombstoned string
+	purge      string
+	count      string
+	clear      string
+}
+
+// onConflict is the conflict rule of every upsert, single or batched (the
+// target table is aliased s): a write replaces data and expiry and bumps
+// the version, unless the row is a tombstone that has not expired yet, in
+// which case nothing is written and no row is returned (ErrDeleted).
+const onConflict = `ON CONFLICT (key_hash) DO UPDATE
+	SET data = excluded.data, expires_at = excluded.expires_at,
+		version = s.version + 1, updated_at = now(), deleted = false
+	WHERE NOT s.deleted OR s.expires_at <= now()`
+
+func newQueries(schema, table string) queries {
+	t := pgx.Identifier{table}.Sanitize()
+	if schema != "" {
+		t = pgx.Identifier{schema, table}.Sanitize()
+	}
+	return queries{
+		table: t,
+		load: `SELECT data, version, expires_at, now() FROM ` + t +
+			` WHERE key_hash = $1 AND expires_at > now() AND NOT deleted`,
+		// The notification goes in the same statement, so in the same
+		// transaction: it is delivered if and only if the write commits.
+		upsert: `WITH w AS (
+				INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
+				VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
+				` + onConflict + `
+				RETURNING version)
+			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
+		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
+			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted`,
+		// A delete leaves a tombstone (see schema.sql); purge removes it
+		// once it expires.
+		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
+			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
+		batch: batchSQL(t),
+		tombstoned: `SELECT EXISTS (SELECT FROM ` + t +
+			` WHERE key_hash = $1 AND deleted AND expires_at > now())`,
+		// SKIP LOCKED: rows a concurrent writer or purger holds are left
+		// for the next batch instead of waited for.
+		purge: `DELETE FROM ` + t + ` WHERE key_hash IN (
+				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
+				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now() AND NOT deleted`,
+		// Tombstones too, so that requests under way cannot bring back
+		// what Clear removed.
+		clear: `WITH gone AS (DELETE FROM ` + t + ` WHERE expires_at <= now())
+			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+			WHERE NOT deleted AND expires_at > now()`,
+	}
+}
+
+// tombstone is the statement that deletes the sessions matching where: it
+// empties their rows and marks them deleted until they expire.
+func tombstone(t, where string) string {
+	return `UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+		WHERE ` + where + ` AND NOT deleted RETURNING key_hash`
+}
+
+// batchSQL writes many sessions in one statement: a multi-row upsert, a
+// multi-row delete, and one notification per notifyItemsPerPayload
+// sessions, all in the statement's one transaction.
+func batchSQL(t string) string {
+	return `WITH u AS (
+			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS u(key_hash, data, us)),
+		w AS (
+			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
+			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u
+			` + onConflict + `
+			RETURNING key_hash, version),
+		ts AS (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `),
+		d AS (
+			SELECT key_hash, 0::bigint AS version FROM ts),
+		a AS (
+			SELECT key_hash, version FROM w UNION ALL SELECT key_hash, version FROM d),
+		n AS (
+			SELECT pg_notify($5, $6 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
+			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM a) x
+			GROUP BY chunk)
+		SELECT a.key_hash, a.version FROM a, (SELECT count(*) FROM n) c`
+}
+
+// ddl returns schema.sql with the configured names in place of the defaults.
+func ddl(schema, table string) string {
+	idx := pgx.Identifier{table + "_expires_at_idx"}.Sanitize()
+	return strings.NewReplacer(
+		DefaultTable+"_expires_at_idx", idx,
+		DefaultTable, newQueries(schema, table).table,
+	).Replace(schemaSQL)
+}
