@@ -55,11 +55,21 @@
 // last given, so a client never reads older than it was given, on any
 // instance.
 //
-// # Lifecycle
+// # Idle entries and expired rows
 //
-// Idle entries leave the cache after Config.MaxIdle (checked every
-// Config.ScavengeInterval); expired rows are purged every
-// Config.PurgeInterval by one instance at a time, or now with
-// Store.PurgeExpired. Store.Regenerate (at login), Store.Delete, Store.Len
-// and Store.Clear complete the API.
+// Idle entries leave the cache after Config.MaxIdle, checked every
+// Config.ScavengeInterval (the scavenger); expired rows are purged every
+// Config.PurgeInterval by one instance at a time (the purger), or now with
+// Store.PurgeExpired.
+//
+// # Administration
+//
+// Store.Regenerate (at login), Store.Delete, Store.Len and Store.Clear
+// complete the API; each reaches every instance's cache.
+//
+// # Starting and stopping
+//
+// New validates the Config, creates or checks the table and starts the
+// listener, scavenger and purger; Close lets writes under way finish, then
+// stops them. Close never closes the pool.
 package pgsession
