@@ -115,8 +115,10 @@ type Config struct {
 
 	// Channel is the notification channel the store's instances use to tell
 	// each other which sessions changed. Default: "pgsession:" followed by
-	// the lower-cased schema and table. Instances sharing a table must use
-	// the same channel.
+	// the lower-cased schema and name of the table as PostgreSQL resolves
+	// it, so that instances reaching one table through different Schema or
+	// search_path settings share a channel. Instances sharing a table must
+	// use the same channel.
 	Channel string
 
 	// ListenConnString, when set, is used to open the store's one dedicated
@@ -254,10 +256,11 @@ func (c Config) withDefaults() (Config, error) {
 	case c.RefreshAfter < 0:
 		c.RefreshAfter = 0
 	}
-	if c.Channel == "" {
-		c.Channel = defaultChannel(c.Schema, c.Table)
-	} else if err := checkIdentifier("Channel", c.Channel); err != nil {
-		return c, err
+	// An empty Channel is derived by New from the table's resolved identity.
+	if c.Channel != "" {
+		if err := checkIdentifier("Channel", c.Channel); err != nil {
+			return c, err
+		}
 	}
 	switch {
 	case c.ListenLease == 0:

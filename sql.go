@@ -29,6 +29,15 @@ type queries struct {
 	clear      string
 }
 
+// storeWrite marks a statement as the store's own. The table's triggers
+// notify only changes made by other SQL (an admin's DELETE, a migration's
+// UPDATE): the store's statements notify for themselves, with versions, or
+// need no notification (an expiry-only refresh, a purge of expired rows).
+// Every UPDATE and DELETE of the store has it in its WHERE clause: an
+// uncorrelated subquery, evaluated before the first row changes, whose
+// setting ends with the transaction.
+const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = 'on'`
+
 // onConflict is the conflict rule of every upsert, single or batched (the
 // target table is aliased s): a write replaces data and expiry and bumps
 // the version, unless the row is a tombstone that has not expired yet, in
@@ -36,7 +45,7 @@ type queries struct {
 const onConflict = `ON CONFLICT (key_hash) DO UPDATE
 	SET data = excluded.data, expires_at = excluded.expires_at,
 		version = s.version + 1, updated_at = now(), deleted = false
-	WHERE NOT s.deleted OR s.expires_at <= now()`
+	WHERE (NOT s.deleted OR s.expires_at <= now()) AND ` + storeWrite
 
 func newQueries(schema, table string) queries {
 	t := pgx.Identifier{table}.Sanitize()
@@ -56,7 +65,7 @@ func newQueries(schema, table string) queries {
 				RETURNING version)
 			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
 		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
-			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted`,
+			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted AND ` + storeWrite,
 		// A delete leaves a tombstone (see schema.sql); purge removes it
 		// once it expires.
 		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
@@ -68,13 +77,13 @@ func newQueries(schema, table string) queries {
 		// for the next batch instead of waited for.
 		purge: `DELETE FROM ` + t + ` WHERE key_hash IN (
 				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
-				LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+				LIMIT $1 FOR UPDATE SKIP LOCKED) AND ` + storeWrite,
 		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now() AND NOT deleted`,
 		// Tombstones too, so that requests under way cannot bring back
 		// what Clear removed.
-		clear: `WITH gone AS (DELETE FROM ` + t + ` WHERE expires_at <= now())
+		clear: `WITH gone AS (DELETE FROM ` + t + ` WHERE expires_at <= now() AND ` + storeWrite + `)
 			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
-			WHERE NOT deleted AND expires_at > now()`,
+			WHERE NOT deleted AND expires_at > now() AND ` + storeWrite,
 	}
 }
 
@@ -82,7 +91,7 @@ func newQueries(schema, table string) queries {
 // empties their rows and marks them deleted until they expire.
 func tombstone(t, where string) string {
 	return `UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
-		WHERE ` + where + ` AND NOT deleted RETURNING key_hash`
+		WHERE ` + where + ` AND NOT deleted AND ` + storeWrite + ` RETURNING key_hash`
 }
 
 // batchSQL writes many sessions in one statement: a multi-row upsert, a

@@ -88,6 +88,15 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
+	if s.cfg.Channel == "" {
+		if s.cfg.Channel, err = s.tableChannel(ctx); err != nil {
+			return nil, err
+		}
+		cfg.Channel = s.cfg.Channel
+	}
+	if err := s.ensureTriggers(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.checkTable(ctx); err != nil {
 		return nil, err
 	}

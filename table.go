@@ -31,6 +31,24 @@ func (s *Store) createTable(ctx context.Context) error {
 	return nil
 }
 
+// tableChannel derives the default channel from the table's identity as
+// PostgreSQL resolves it (schema and name), not from the configured
+// spelling: Schema "" and Schema "public" reach one table, so they must
+// share one channel.
+func (s *Store) tableChannel(ctx context.Context) (string, error) {
+	var schema, name string
+	err := s.pool.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass`, s.sql.table).Scan(&schema, &name)
+	if err != nil {
+		return "", fmt.Errorf("resolve session table %s: %w", s.sql.table, err)
+	}
+	return defaultChannel(schema, name), nil
+}
+
+// ensureTriggers makes sure the table's triggers notify the store's
+// channel of changes made by plain SQL. (Filled in by the schema work.)
+func (s *Store) ensureTriggers(ctx context.Context) error { return nil }
+
 // checkTable makes sure the table is there with the columns the store
 // uses, and that the connecting role may do everything the store does with
 // it, so that a missing grant fails New, not the first logout.
