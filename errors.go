@@ -32,6 +32,11 @@ var (
 	// already under way. The session stays deleted.
 	ErrDeleted = errors.New("pgsession: session was deleted")
 
+	// ErrNotHeard is wrapped by New when the store's listener cannot hear
+	// the notifications the store sends through its pool, so its cache
+	// could never be kept coherent. The message names the likely causes.
+	ErrNotHeard = errors.New("pgsession: listener does not hear the store's notifications")
+
 	// ErrCorrupt is wrapped by Get when stored session data cannot be
 	// decoded, whatever the Serializer.
 	ErrCorrupt = errors.New("pgsession: corrupt session data")

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -65,23 +67,34 @@ const (
 // and the goroutine that applies them.
 const defaultHandoff = 4096
 
+// verifyTimeout bounds how long New (or a reconnect) waits for the
+// listener to hear the store's first probe.
+const verifyTimeout = 5 * time.Second
+
 // listener keeps one dedicated connection LISTENing on the store's channel
 // and applies the invalidations that arrive to the cache. It knows nothing
-// of the Store: it is given the cache, the counters, a logger and a
-// function that opens a connection. Its states:
+// of the Store: it is given the cache, the counters, a logger, a function
+// that opens a connection and one that sends a notification the way the
+// store's writes do. Its states:
 //
 //   - UP: notifications evict entries older than the notified version. The
-//     cache serves only while the connection proved itself alive (a
-//     notification, or a ping after a quiet wait) within the lease.
+//     cache serves only while the listener has heard, within the lease, a
+//     probe: a notification this store sent through the pool on its
+//     channel, the path its writes' notifications take. Probes go every
+//     quarter lease, so a listener that is connected but deaf to the pool
+//     (PgBouncer in transaction mode, another database, another channel)
+//     never serves. A listener that proves the connection alive but hears
+//     nothing is not enough.
 //   - DOWN, on any error: reads bypass the cache at once. Reconnect with
-//     backoff, LISTEN, then drop the whole cache (notifications sent while
-//     down are lost), then UP.
+//     backoff, LISTEN, hear a probe, then drop the whole cache
+//     (notifications sent while down are lost), then UP.
 type listener struct {
 	channel  string
 	origin   string // this store's id: its own writes' echoes carry it
 	lease    time.Duration
 	wait     time.Duration                            // quiet time before a ping
 	connect  func(context.Context) (*pgx.Conn, error) // opens a connection of the listener's own
+	send     func(ctx context.Context, payload string) (queueUsage float64, err error)
 	cache    *cache
 	counters *counters
 	log      *slog.Logger
@@ -94,6 +107,9 @@ type listener struct {
 	base      time.Time    // origin of the monotonic ns above
 
 	handoff chan string // payloads from the read loop to apply
+
+	probePrefix string        // what this listener's own probes start with
+	queueUsage  atomic.Uint64 // float64 bits: pg_notification_queue_usage() at the last probe
 }
 
 // listenerConfig is what a listener is given.
@@ -101,6 +117,7 @@ type listenerConfig struct {
 	channel, origin string
 	lease           time.Duration
 	connect         func(context.Context) (*pgx.Conn, error)
+	send            func(ctx context.Context, payload string) (queueUsage float64, err error)
 	cache           *cache
 	counters        *counters
 	log             *slog.Logger
@@ -118,6 +135,7 @@ func newListener(c listenerConfig) *listener {
 		lease:    c.lease,
 		wait:     c.lease / 4,
 		connect:  c.connect,
+		send:     c.send,
 		cache:    c.cache,
 		counters: c.counters,
 		log:      c.log,
@@ -125,6 +143,7 @@ func newListener(c listenerConfig) *listener {
 		base:     time.Now(),
 		handoff:  make(chan string, c.handoff),
 	}
+	l.probePrefix = payloadPrefix(c.origin) + probeKey + ":"
 	l.state.Store(int32(ListenerDown))
 	return l
 }
@@ -139,7 +158,40 @@ func (l *listener) alive() bool {
 	return ListenerState(l.state.Load()) == ListenerUp && l.mono()-l.lastProof.Load() < int64(l.lease)
 }
 
-func (l *listener) proof() { l.lastProof.Store(l.mono()) }
+// proofAt records a probe sent at mono time sent as heard: the path from
+// the pool to the listener worked at that time.
+func (l *listener) proofAt(sent int64) {
+	if sent > l.lastProof.Load() && sent <= l.mono() {
+		l.lastProof.Store(sent)
+	}
+}
+
+// ownProbe reports whether payload is one of this listener's probes, and
+// when it was sent.
+func (l *listener) ownProbe(payload string) (sent int64, ok bool) {
+	rest, ok := strings.CutPrefix(payload, l.probePrefix)
+	if !ok {
+		return 0, false
+	}
+	sent, err := strconv.ParseInt(rest, 10, 64)
+	return sent, err == nil
+}
+
+// probe sends a probe through the pool and samples the notification
+// queue's usage in the same round trip.
+func (l *listener) probe(ctx context.Context) error {
+	usage, err := l.send(ctx, l.probePrefix+strconv.FormatInt(l.mono(), 10))
+	if err != nil {
+		return err
+	}
+	l.queueUsage.Store(math.Float64bits(usage))
+	return nil
+}
+
+// notifyQueueUsage is the notification queue's usage at the last probe.
+func (l *listener) notifyQueueUsage() float64 {
+	return math.Float64frombits(l.queueUsage.Load())
+}
 
 // currentState is the state as Stats reports it: UP past its lease is DOWN.
 func (l *listener) currentState() ListenerState {
@@ -173,23 +225,68 @@ func (l *listener) setUp(initial bool) {
 		l.counters.drops.Add(1)
 		l.downTotal.Add(l.mono() - l.downSince.Load())
 	}
-	l.proof()
 	l.state.Store(int32(ListenerUp))
 }
 
-// listen opens the dedicated connection and LISTENs on it, within the lease.
+// listen opens the dedicated connection, LISTENs on it, and makes sure it
+// hears a probe sent through the pool, within the lease and verifyTimeout.
+// On failure it removes its LISTEN and closes the connection.
 func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.lease)
+	ctx, cancel := context.WithTimeout(ctx, l.lease+verifyTimeout)
 	defer cancel()
-	conn, err := l.connect(ctx)
+	cctx, ccancel := context.WithTimeout(ctx, l.lease)
+	defer ccancel()
+	conn, err := l.connect(cctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := l.prepare(ctx, conn); err != nil {
+	if err := l.prepare(cctx, conn); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	if err := l.verify(ctx, conn); err != nil {
+		unlisten(conn)
 		closeConn(conn)
 		return nil, err
 	}
 	return conn, nil
+}
+
+// verify sends a probe through the pool and waits for conn to hear it.
+// Other notifications that arrive meanwhile are not applied: the cache is
+// empty (New) or dropped after this (a reconnect).
+func (l *listener) verify(ctx context.Context, conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, min(l.lease, verifyTimeout))
+	defer cancel()
+	start := l.mono()
+	if err := l.probe(ctx); err != nil {
+		return fmt.Errorf("send a probe notification through the pool: %w", err)
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			if pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("%w: a notification sent through the pool on channel %q did not reach the listening connection within %v. "+
+					"Likely causes: the pool goes through PgBouncer in transaction or statement mode and ListenConnString is not set "+
+					"(point it at PostgreSQL directly or at a session-mode pool); ListenConnString names another database or server "+
+					"than the pool; the listening connection is on a read-only standby", ErrNotHeard, l.channel, min(l.lease, verifyTimeout))
+			}
+			return err
+		}
+		if sent, ok := l.ownProbe(n.Payload); ok && sent >= start {
+			l.proofAt(sent)
+			return nil
+		}
+	}
+}
+
+// unlisten removes the connection's LISTEN, best effort: behind PgBouncer
+// in transaction mode it may reach another server connection than the one
+// that ran LISTEN, which keeps it until PgBouncer resets that connection.
+func unlisten(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = conn.Exec(ctx, "UNLISTEN *")
 }
 
 func (l *listener) prepare(ctx context.Context, conn *pgx.Conn) error {
@@ -229,6 +326,17 @@ func listenConnector(pool *pgxpool.Pool, connString string) func(context.Context
 			return nil, err
 		}
 		return pc.Hijack(), nil
+	}
+}
+
+// probeSender returns the function that sends a probe as the store's
+// writes send their notifications: through the pool, on the channel. It
+// samples pg_notification_queue_usage() in the same round trip.
+func probeSender(pool *pgxpool.Pool, channel string) func(context.Context, string) (float64, error) {
+	return func(ctx context.Context, payload string) (float64, error) {
+		var usage float64
+		err := pool.QueryRow(ctx, `SELECT pg_notification_queue_usage() FROM (SELECT pg_notify($1, $2)) n`, channel, payload).Scan(&usage)
+		return usage, err
 	}
 }
 
@@ -285,7 +393,10 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err == nil {
-			l.proof()
+			if sent, ok := l.ownProbe(n.Payload); ok {
+				l.proofAt(sent)
+				continue
+			}
 			select {
 			case l.handoff <- n.Payload:
 			default:
@@ -302,14 +413,61 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 		if !pgconn.Timeout(err) || conn.IsClosed() {
 			return err
 		}
-		// Quiet for a while: make sure the connection is really there.
+		// Quiet for a while: make sure the connection is really there. A
+		// ping proves the connection, not that it hears the pool: only a
+		// probe renews the lease.
 		pctx, cancel := context.WithTimeout(ctx, l.wait)
 		err = conn.Ping(pctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("ping: %w", err)
 		}
-		l.proof()
+	}
+}
+
+// queueWarn is the notification queue usage from which the prober warns.
+const queueWarn = 0.5
+
+// runProber sends a probe every quarter lease until ctx ends, and says so,
+// once per outage, when the listener has not heard one within the lease.
+func (l *listener) runProber(ctx context.Context) {
+	t := time.NewTicker(l.wait)
+	defer t.Stop()
+	var probeErr error
+	warnedDeaf, warnedQueue := false, false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, l.wait)
+		probeErr = l.probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if probeErr != nil {
+			l.counters.probeErrors.Add(1)
+		}
+		switch up := ListenerState(l.state.Load()) == ListenerUp; {
+		case up && !l.alive() && !warnedDeaf:
+			warnedDeaf = true
+			l.log.Warn("pgsession: the listener heard no probe within the lease; reads bypass the cache until it does",
+				"channel", l.channel, "lease", l.lease, "probe_err", probeErr)
+		case l.alive() && warnedDeaf:
+			warnedDeaf = false
+			l.log.Info("pgsession: the listener hears probes again; the cache serves", "channel", l.channel)
+		}
+		switch u := l.notifyQueueUsage(); {
+		case u >= queueWarn && !warnedQueue:
+			warnedQueue = true
+			l.log.Warn("pgsession: the cluster's notification queue is filling up; when it is full every write fails. "+
+				"Look for a session LISTENing somewhere that is idle in a transaction (pg_stat_activity)",
+				"usage", u, "channel", l.channel)
+		case u < queueWarn/2:
+			warnedQueue = false
+		}
 	}
 }
 
@@ -320,8 +478,11 @@ func (l *listener) apply() {
 		if l.hook != nil {
 			l.hook()
 		}
-		l.counters.notifications.Add(1)
 		origin, items, err := parsePayload(p)
+		if err == nil && probesOnly(items) {
+			continue // another instance's probe
+		}
+		l.counters.notifications.Add(1)
 		if err != nil {
 			l.counters.badNotifications.Add(1)
 			l.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))

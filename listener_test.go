@@ -58,6 +58,27 @@ func TestChangeOnOneInstanceEvictsOnAnother(t *testing.T) {
 	}
 }
 
+// TestSchemaSpellingsShareAChannel: Schema "" (through search_path) and
+// Schema "public" reach one table, so they must hear each other.
+func TestSchemaSpellingsShareAChannel(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	a := newStore(t, newPool(t, testDB.url), cfg)
+	cfg.Schema = "public"
+	b := newStore(t, newPool(t, testDB.url), cfg)
+	if pgsession.Channel(a) != pgsession.Channel(b) {
+		t.Fatalf("channels differ: %q and %q", pgsession.Channel(a), pgsession.Channel(b))
+	}
+	sess, oldCookie := login(t, a, map[any]any{"n": 1})
+	get(t, b, oldCookie)
+	sess.Values["n"] = 2
+	save(t, a, sess)
+	waitFor(t, "b to evict the changed session", func() bool { return b.Stats().NotifyEvictions == 1 })
+	if got := get(t, b, oldCookie); got.Values["n"] != 2 {
+		t.Fatalf("b after the change: %v, want n=2", got.Values)
+	}
+}
+
 func TestOwnEchoDoesNotEvict(t *testing.T) {
 	t.Parallel()
 	a, b := twoStores(t, testConfig(t))

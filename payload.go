@@ -36,6 +36,23 @@ type invalidation struct {
 // clearItem is the payload item of an invalidation of everything.
 const clearItem = "*"
 
+// probeKey is the key of a probe: a notification a store sends itself to
+// prove that its listener hears what goes through the pool. Its version is
+// the listener's monotonic send time. No session has this key (it would be
+// a SHA-256 of all zeros), and a store of an earlier version takes a probe
+// for the invalidation of a session it does not have.
+var probeKey = strings.Repeat("0", 64)
+
+// probesOnly reports whether every item is a probe's.
+func probesOnly(items []invalidation) bool {
+	for _, it := range items {
+		if it.all || it.key != (keyHash{}) {
+			return false
+		}
+	}
+	return len(items) > 0
+}
+
 // payloads renders items as notification payloads of at most maxPayload
 // bytes each.
 func payloads(origin string, items []invalidation) []string {

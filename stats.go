@@ -30,7 +30,9 @@ type Stats struct {
 	ListenerReconnects int64         // times the listener reconnected after losing its connection
 	CacheDrops         int64         // times the whole cache was dropped (reconnect, hand-off overflow, Clear elsewhere)
 	ListenerDowntime   time.Duration // total time the listener was down, the current outage included
-	Listener           ListenerState // the listener's state now: ListenerUp only while it proved itself alive within ListenLease
+	Listener           ListenerState // the listener's state now: ListenerUp only while it heard a probe of its own within ListenLease
+	ProbeErrors        int64         // probes (notifications to itself, every ListenLease/4) that could not be sent
+	NotifyQueueUsage   float64       // pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full
 
 	// Idle entries and expired rows.
 	Scavenged    int64 // cache entries evicted for being idle longer than MaxIdle (or expired)
@@ -73,7 +75,7 @@ func (st *Stats) UnmarshalJSON(b []byte) error {
 type counters struct {
 	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors atomic.Int64
 
-	notifications, evictions, badNotifications, reconnects, drops atomic.Int64
+	notifications, evictions, badNotifications, reconnects, drops, probeErrors atomic.Int64
 
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 
@@ -101,6 +103,7 @@ func (s *Store) Stats() Stats {
 		BadNotifications:   c.badNotifications.Load(),
 		ListenerReconnects: c.reconnects.Load(),
 		CacheDrops:         c.drops.Load(),
+		ProbeErrors:        c.probeErrors.Load(),
 
 		Scavenged:    c.scavenged.Load(),
 		PurgeRuns:    c.purgeRuns.Load(),
@@ -114,6 +117,7 @@ func (s *Store) Stats() Stats {
 	if l := s.listener; l != nil {
 		st.ListenerDowntime = l.downTime()
 		st.Listener = l.currentState()
+		st.NotifyQueueUsage = l.notifyQueueUsage()
 	}
 	return st
 }

@@ -110,6 +110,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			origin:   s.origin,
 			lease:    cfg.ListenLease,
 			connect:  listenConnector(pool, cfg.ListenConnString),
+			send:     probeSender(pool, cfg.Channel),
 			cache:    s.cache,
 			counters: &s.counters,
 			log:      s.log,
@@ -127,6 +128,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if s.listener != nil {
 		s.wg.Go(func() { s.listener.run(bg, conn) })
 		s.wg.Go(s.listener.apply)
+		s.wg.Go(func() { s.listener.runProber(bg) })
 		if cfg.ScavengeInterval > 0 {
 			sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
 			s.wg.Go(func() { sc.run(bg) })
