@@ -19,6 +19,7 @@ type entry struct {
 	data     []byte    // encoded values, exactly as stored
 	version  int64     // the row's version when data was read or written
 	deadline time.Time // local time by which the row has surely expired
+	dead     bool      // a tombstone: the session was logged out at version
 
 	lastUsed atomic.Int64                 // store-clock UnixNano of the last read or write here
 	cookie   atomic.Pointer[signedCookie] // a cookie value signed for this version, once one is known

@@ -2,6 +2,7 @@ package pgsession_test
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -139,5 +140,43 @@ func (g *gateTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.Trace
 	if armed {
 		close(reached)
 		<-release
+	}
+}
+
+// TestReplayedLogoutCookieIsCheap: a validly signed cookie of a logged-out
+// session must not cost a query per request, on any instance, or anyone
+// holding one old cookie could make every request a database read.
+func TestReplayedLogoutCookieIsCheap(t *testing.T) {
+	t.Parallel()
+	a, b := twoStores(t, testConfig(t))
+	sess, c := login(t, a, map[any]any{"user": "ada"})
+	get(t, b, c) // b caches it
+	id := sess.ID
+	sess.Options.MaxAge = -1
+	save(t, a, sess)
+	waitFor(t, "b to evict the logged-out session", func() bool { return b.Stats().NotifyEvictions == 1 })
+
+	for _, s := range []*pgsession.Store{a, b} {
+		before := s.Stats().Loads
+		for i := range 200 {
+			if got := get(t, s, c); !got.IsNew || len(got.Values) != 0 {
+				t.Fatalf("replay %d served the logged-out session: %v", i, got.Values)
+			}
+		}
+		if loads := s.Stats().Loads - before; loads > 5 {
+			t.Fatalf("200 replays of a logged-out cookie cost %d loads, want at most 5", loads)
+		}
+	}
+	// Remembering the dead never refuses the living: a new login works on
+	// both, and a save through the stale session is still refused.
+	_, fresh := login(t, b, map[any]any{"user": "ada"})
+	if got := get(t, a, fresh); got.IsNew || got.Values["user"] != "ada" {
+		t.Fatalf("a new login after the logout: %v", got.Values)
+	}
+	stale := get(t, a, c)
+	stale.ID = id
+	stale.Values["user"] = "mallory"
+	if err := a.Save(request(c), httptest.NewRecorder(), stale); !errors.Is(err, pgsession.ErrDeleted) {
+		t.Fatalf("save over the logged-out session: %v, want ErrDeleted", err)
 	}
 }

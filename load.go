@@ -17,9 +17,10 @@ func (s *Store) cacheUsable() bool {
 	return s.listener != nil && s.listener.alive()
 }
 
-// lookup returns the live entry for k, from the cache when it holds a
-// version at least minVersion, else from the database. It returns nil for a
-// session that does not exist or has expired.
+// lookup returns the entry for k, from the cache when it holds a version
+// at least minVersion, else from the database. It returns nil for a session
+// that does not exist or has expired, and a dead entry for one that was
+// logged out after the client's version.
 func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
 	usable := s.cacheUsable()
 	if usable {
@@ -56,12 +57,16 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry
 }
 
 // fresh reports whether a cached entry may serve a client that has seen
-// version minVersion.
+// version minVersion. A dead entry serves a client whose cookie is older
+// than the logout: a replay of a logged-out session's cookie costs no
+// query. It lives no longer than its tombstone's row, so it can never hide
+// a session written again after the tombstone was purged.
 func (s *Store) fresh(e *entry, minVersion int64, now time.Time) bool {
 	return e.version >= minVersion && now.Before(e.deadline)
 }
 
-// load reads k from the database and fills the cache with it.
+// load reads k from the database and fills the cache with it: a live row
+// as an entry, a tombstone as a dead one.
 func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	rt := s.cache.begin(k)
 	start := s.now()
@@ -70,7 +75,7 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 		exp, dbNow time.Time
 	)
 	s.counters.loads.Add(1)
-	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow)
+	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow, &e.dead)
 	if err != nil {
 		s.cache.end(k)
 		if errors.Is(err, pgx.ErrNoRows) {

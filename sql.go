@@ -54,8 +54,10 @@ func newQueries(schema, table string) queries {
 	}
 	return queries{
 		table: t,
-		load: `SELECT data, version, expires_at, now() FROM ` + t +
-			` WHERE key_hash = $1 AND expires_at > now() AND NOT deleted`,
+		// Tombstones too: a logged-out session is remembered as dead, so
+		// that replaying its cookie costs no query per request.
+		load: `SELECT data, version, expires_at, now(), deleted FROM ` + t +
+			` WHERE key_hash = $1 AND expires_at > now()`,
 		// The notification goes in the same statement, so in the same
 		// transaction: it is delivered if and only if the write commits.
 		upsert: `WITH w AS (

@@ -177,7 +177,7 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		s.counters.errors.Add(1)
 		return session, fmt.Errorf("load session: %w", err)
 	}
-	if e == nil {
+	if e == nil || e.dead {
 		return session, nil
 	}
 	if err := s.cfg.Serializer.Deserialize(e.data, session.Values); err != nil {
@@ -240,7 +240,7 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 
 	// A Save that shortens the lifetime (a smaller MaxAge) is a full write:
 	// the row must expire sooner, and other instances must hear of it.
-	if e, ok := s.cache.peek(k); ok && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
+	if e, ok := s.cache.peek(k); ok && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
 		now.Before(e.deadline) && !e.deadline.After(now.Add(lifetime)) {
 		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
 			e.touch(now)
