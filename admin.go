@@ -25,7 +25,7 @@ func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sess
 	defer s.writes.leave()
 	if err := s.regenerate(r.Context(), w, session); err != nil {
 		s.counters.errors.Add(1)
-		return fmt.Errorf("regenerate session: %w", err)
+		return fmt.Errorf("regenerate session: %w", explain(err))
 	}
 	return nil
 }
@@ -120,7 +120,7 @@ func (s *Store) Clear(ctx context.Context) error {
 	s.cache.drop() // also on error: the commit may have happened
 	if err != nil {
 		s.counters.errors.Add(1)
-		return fmt.Errorf("clear sessions: %w", err)
+		return fmt.Errorf("clear sessions: %w", explain(err))
 	}
 	return nil
 }

@@ -1,6 +1,12 @@
 package pgsession
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // Sentinel errors. Errors returned by the store wrap one of these where the
 // cause is the store's own; test for them with errors.Is.
@@ -37,7 +43,28 @@ var (
 	// could never be kept coherent. The message names the likely causes.
 	ErrNotHeard = errors.New("pgsession: listener does not hear the store's notifications")
 
+	// ErrNotifyQueueFull is wrapped by writes that failed because the
+	// cluster's notification queue is full (SQLSTATE 54000): some session
+	// that LISTENs, in any database of the cluster, is not consuming
+	// notifications, usually because it sits idle in a transaction. Every
+	// write that notifies fails until that session moves on and the queue is
+	// cleaned up; nothing was written. Stats.NotifyQueueUsage shows the fill
+	// level before it comes to this.
+	ErrNotifyQueueFull = errors.New("pgsession: the cluster's notification queue is full")
+
 	// ErrCorrupt is wrapped by Get when stored session data cannot be
 	// decoded, whatever the Serializer.
 	ErrCorrupt = errors.New("pgsession: corrupt session data")
 )
+
+// explain adds what to look for to an error PostgreSQL gives for a write
+// when the cluster's notification queue is full.
+func explain(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "54000" && strings.Contains(strings.ToLower(pgErr.Message), "notif") {
+		return fmt.Errorf("%w: nothing was written; look for a session that LISTENs and is idle in a transaction "+
+			"(SELECT pid, datname, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%'): %w",
+			ErrNotifyQueueFull, err)
+	}
+	return err
+}

@@ -397,3 +397,38 @@ func TestHandoffOverflowDropsTheCache(t *testing.T) {
 	close(hold)
 	waitFor(t, "the held notifications to be applied", func() bool { return s.Stats().BadNotifications >= 2 })
 }
+
+// TestNotifyQueueUsageRises: a listener elsewhere that sits in an open
+// transaction holds the cluster's notification queue; the store's Stats
+// show the queue filling (sampled with every probe).
+func TestNotifyQueueUsageRises(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.ListenLease = 400 * time.Millisecond // a probe every 100 ms
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	ctx := context.Background()
+	stuck, err := pgx.Connect(ctx, testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close(ctx)
+	if _, err := stuck.Exec(ctx, "LISTEN pgsession_stuck_listener"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := stuck.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	// 2,000 notifications of 1 KiB: about 250 queue pages the stuck
+	// listener will not let go.
+	if _, err := testDB.pool.Exec(ctx, `SELECT pg_notify('pgsession_queue_filler', repeat('x', 1024) || g)
+		FROM generate_series(1, 2000) g`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "NotifyQueueUsage to rise", func() bool { return s.Stats().NotifyQueueUsage > 0 })
+	t.Logf("NotifyQueueUsage %g with a listener stuck in a transaction", s.Stats().NotifyQueueUsage)
+}

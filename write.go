@@ -22,7 +22,7 @@ func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time
 	} else {
 		s.commits.write(ctx, op)
 	}
-	return op.version, op.superseded, op.err
+	return op.version, op.superseded, explain(op.err)
 }
 
 // commitOne writes op in a statement of its own.
