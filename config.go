@@ -3,6 +3,7 @@ package pgsession
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -33,6 +34,15 @@ const minHashKeyLen = 32
 // by the server, so two different configured names could silently meet.
 const maxIdentifierLen = 63
 
+// maxCookieMaxAge is the largest cookie MaxAge, in seconds, whose lifetime
+// is a time.Duration (about 292 years); beyond it MaxAge * time.Second
+// overflows, here and in the cookie's Expires.
+const maxCookieMaxAge = math.MaxInt64 / int64(time.Second)
+
+// minInterval is the shortest ScavengeInterval and PurgeInterval: a shorter
+// ticker only spins a core.
+const minInterval = 10 * time.Millisecond
+
 // Config configures a Store. The zero value of every field but KeyPairs means
 // "use the default". A negative value turns off what can be turned off
 // (CacheSize, RefreshAfter's lag, ScavengeInterval, PurgeInterval,
@@ -56,7 +66,9 @@ type Config struct {
 	//
 	// MaxAge also sets how long the session lives in the database. MaxAge 0
 	// is a browser-session cookie: its row lives for BrowserSessionTTL after
-	// the last write. Saving a session with MaxAge < 0 deletes it.
+	// the last write. Saving a session with MaxAge < 0 deletes it; so a
+	// Cookie with MaxAge < 0 is an error, as is one whose lifetime does not
+	// fit a time.Duration (over about 292 years).
 	Cookie *sessions.Options
 
 	// Schema is the schema of the session table. Default: none, so the
@@ -65,7 +77,8 @@ type Config struct {
 
 	// Table is the name of the session table. Default "http_sessions".
 	// Names are quoted, so any valid PostgreSQL identifier works, case
-	// included.
+	// included; control characters are an error (in Schema and Channel
+	// too).
 	Table string
 
 	// SkipCreateTable stops New from creating the table and its index; New
@@ -144,16 +157,17 @@ type Config struct {
 	// ScavengeInterval is how often idle entries are looked for. A pass
 	// walks from the least recently used end and stops at the first entry
 	// still fresh, so its cost follows the number evicted, not the cache
-	// size. Default 1 second; negative disables the scavenger (idle entries
-	// then leave only when the cache is full). Expired sessions are never
-	// served from the cache either way.
+	// size. Default 1 second; under 10 ms is an error; negative disables
+	// the scavenger (idle entries then leave only when the cache is full).
+	// Expired sessions are never served from the cache either way.
 	ScavengeInterval time.Duration
 
 	// PurgeInterval is how often expired rows are deleted from the table,
 	// in batches, by one instance at a time. Each instance jitters its
 	// interval by +/-50% and counts it from the last purge, manual
-	// (PurgeExpired) or automatic. Default 5 minutes; negative disables
-	// automatic purging (expired rows are never served either way).
+	// (PurgeExpired) or automatic. Default 5 minutes; under 10 ms is an
+	// error; negative disables automatic purging (expired rows are never
+	// served either way).
 	PurgeInterval time.Duration
 
 	// MaxBatch is the largest number of writes (Saves and deletes) of this
@@ -215,6 +229,13 @@ func (c Config) withDefaults() (Config, error) {
 			o.Path = "/"
 		}
 		c.Cookie = &o
+	}
+	switch {
+	case c.Cookie.MaxAge < 0:
+		// Every Save would delete: the store could never hold a session.
+		return c, fmt.Errorf("%w: Cookie.MaxAge %d is negative: every Save would delete the session", ErrInvalidConfig, c.Cookie.MaxAge)
+	case int64(c.Cookie.MaxAge) > maxCookieMaxAge:
+		return c, fmt.Errorf("%w: Cookie.MaxAge %d seconds overflows a time.Duration (at most %d)", ErrInvalidConfig, c.Cookie.MaxAge, maxCookieMaxAge)
 	}
 
 	if c.Table == "" {
@@ -283,11 +304,17 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxBatch < 0:
 		c.MaxBatch = 1
 	}
-	if c.ScavengeInterval == 0 {
+	switch {
+	case c.ScavengeInterval == 0:
 		c.ScavengeInterval = DefaultScavengeInterval
+	case c.ScavengeInterval > 0 && c.ScavengeInterval < minInterval:
+		return c, fmt.Errorf("%w: ScavengeInterval %v is shorter than %v (negative disables the scavenger)", ErrInvalidConfig, c.ScavengeInterval, minInterval)
 	}
-	if c.PurgeInterval == 0 {
+	switch {
+	case c.PurgeInterval == 0:
 		c.PurgeInterval = DefaultPurgeInterval
+	case c.PurgeInterval > 0 && c.PurgeInterval < minInterval:
+		return c, fmt.Errorf("%w: PurgeInterval %v is shorter than %v (negative disables purging)", ErrInvalidConfig, c.PurgeInterval, minInterval)
 	}
 	if c.ListenConnString != "" {
 		if _, err := pgx.ParseConfig(c.ListenConnString); err != nil {
@@ -307,8 +334,10 @@ func checkIdentifier(field, name string) error {
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalidConfig, field, name)
 	}
 	for _, r := range name {
-		if r == 0 {
-			return fmt.Errorf("%w: %s %q contains a NUL byte", ErrInvalidConfig, field, name)
+		// Control characters have no business in a name, and a newline
+		// is how a name would break out of an SQL comment.
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %s %q contains the control character %U", ErrInvalidConfig, field, name, r)
 		}
 	}
 	return nil

@@ -3,10 +3,12 @@ package pgsession_test
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgsession/pgsession"
 )
@@ -28,6 +30,21 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"invalid UTF-8 in table", func(c *pgsession.Config) { c.Table = "a\xffb" }},
 		{"negative MaxLength", func(c *pgsession.Config) { c.MaxLength = -1 }},
 		{"sub-second BrowserSessionTTL", func(c *pgsession.Config) { c.BrowserSessionTTL = time.Millisecond }},
+		// A default MaxAge < 0 made every Save a delete: nothing was ever stored.
+		{"negative Cookie MaxAge", func(c *pgsession.Config) { c.Cookie = &sessions.Options{MaxAge: -1} }},
+		// 300 years: MaxAge * time.Second overflows time.Duration.
+		{"Cookie MaxAge overflows", func(c *pgsession.Config) { c.Cookie = &sessions.Options{MaxAge: 300 * 365 * 24 * 3600} }},
+		{"Cookie MaxAge one past the bound", func(c *pgsession.Config) {
+			c.Cookie = &sessions.Options{MaxAge: int(math.MaxInt64/int64(time.Second)) + 1}
+		}},
+		{"1 ns ScavengeInterval", func(c *pgsession.Config) { c.ScavengeInterval = time.Nanosecond }},
+		{"9 ms ScavengeInterval", func(c *pgsession.Config) { c.ScavengeInterval = 9 * time.Millisecond }},
+		{"1 ns PurgeInterval", func(c *pgsession.Config) { c.PurgeInterval = time.Nanosecond }},
+		{"newline in table", func(c *pgsession.Config) { c.Table = "s\nCREATE TABLE pwned(x int);--" }},
+		{"escape in table", func(c *pgsession.Config) { c.Table = "a\x1bb" }},
+		{"DEL in table", func(c *pgsession.Config) { c.Table = "a\x7fb" }},
+		{"tab in schema", func(c *pgsession.Config) { c.Schema = "a\tb" }},
+		{"carriage return in channel", func(c *pgsession.Config) { c.Channel = "pgsession:a\rb" }},
 	}
 	// Configuration is checked before anything touches the database, so
 	// this runs without one: the pool points nowhere and is never dialed.
@@ -46,6 +63,38 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			}
 			if s != nil {
 				t.Fatal("New returned a store with an error")
+			}
+		})
+	}
+	// Values at the bounds pass validation: New goes on to the database,
+	// which is not there.
+	accepted := []struct {
+		name   string
+		modify func(*pgsession.Config)
+	}{
+		{"Cookie MaxAge 0", func(c *pgsession.Config) { c.Cookie = &sessions.Options{MaxAge: 0} }},
+		{"Cookie MaxAge at the bound", func(c *pgsession.Config) {
+			c.Cookie = &sessions.Options{MaxAge: int(math.MaxInt64 / int64(time.Second))}
+		}},
+		{"10 ms intervals", func(c *pgsession.Config) {
+			c.ScavengeInterval, c.PurgeInterval = 10*time.Millisecond, 10*time.Millisecond
+		}},
+		{"negative intervals", func(c *pgsession.Config) { c.ScavengeInterval, c.PurgeInterval = -time.Nanosecond, -1 }},
+		{"comment markers and non-ASCII in names", func(c *pgsession.Config) {
+			c.Schema, c.Table, c.Channel = "a/*b", "sessões--x", "pgsession:é*/"
+		}},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good()
+			tt.modify(&cfg)
+			s, err := pgsession.New(context.Background(), pool, cfg)
+			if err == nil {
+				s.Close()
+				t.Fatal("New succeeded without a database")
+			}
+			if errors.Is(err, pgsession.ErrInvalidConfig) {
+				t.Fatalf("New: %v, want the configuration accepted", err)
 			}
 		})
 	}

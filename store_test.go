@@ -505,7 +505,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	pool := newPool(t, testDB.url)
 	cfg := testConfig(t)
-	cfg.ScavengeInterval = time.Millisecond
+	cfg.ScavengeInterval = 10 * time.Millisecond // the shortest allowed
 	cfg.PurgeInterval = 10 * time.Millisecond
 	cfg.ListenLease = 200 * time.Millisecond // pings every 50 ms
 	s, err := pgsession.New(context.Background(), pool, cfg)
