@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,58 @@ type listener struct {
 
 	probePrefix string        // what this listener's own probes start with
 	queueUsage  atomic.Uint64 // float64 bits: pg_notification_queue_usage() at the last probe
+
+	echoes echoes // deletes waiting to hear their own notification
+}
+
+// echoes lets a delete wait until the listener applied the delete's own
+// notification. Every listener of the channel is signalled at the same
+// commit, so by then the other instances have most likely applied it too:
+// a logout returns when it has reached the other caches, not before.
+type echoes struct {
+	mu    sync.Mutex // protects waits
+	waits map[keyHash][]chan struct{}
+}
+
+// expect registers a wait for the echo of a delete of k; forget must
+// follow.
+func (e *echoes) expect(k keyHash) chan struct{} {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.waits == nil {
+		e.waits = make(map[keyHash][]chan struct{})
+	}
+	e.waits[k] = append(e.waits[k], ch)
+	return ch
+}
+
+// forget removes the wait ch for k, heard or not.
+func (e *echoes) forget(k keyHash, ch chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ws := e.waits[k]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(e.waits, k)
+	} else {
+		e.waits[k] = ws
+	}
+}
+
+// heard releases every wait for k.
+func (e *echoes) heard(k keyHash) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ch := range e.waits[k] {
+		close(ch)
+	}
+	delete(e.waits, k)
 }
 
 // listenerConfig is what a listener is given.
@@ -503,6 +556,9 @@ func (l *listener) apply() {
 			}
 			if l.cache.invalidate(it.key, it.version) && !own {
 				l.counters.evictions.Add(1)
+			}
+			if own && it.version == 0 {
+				l.echoes.heard(it.key)
 			}
 		}
 	}

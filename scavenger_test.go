@@ -54,7 +54,7 @@ func TestScavengerRunsAndDisabledNeverDoes(t *testing.T) {
 	cfg := testConfig(t)
 	clk := newClock()
 	cfg.Clock = clk.Now
-	cfg.ScavengeInterval = 5 * time.Millisecond
+	cfg.ScavengeInterval = 10 * time.Millisecond
 	on := newStore(t, testDB.pool, cfg)
 	cfg.ScavengeInterval = -1
 	off := newStore(t, testDB.pool, cfg)

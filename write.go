@@ -37,8 +37,19 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp) {
 	}
 }
 
-// deleteKey deletes k's row, telling every instance.
+// echoWait bounds how long a delete waits for its own notification.
+const echoWait = 250 * time.Millisecond
+
+// deleteKey deletes k's row, telling every instance. It returns once this
+// store's listener applied the delete's notification (at most echoWait
+// later): the other instances' listeners were signalled by the same
+// commit, so the logout has most likely reached their caches too.
 func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
+	var echo chan struct{}
+	if s.cacheUsable() {
+		echo = s.listener.echoes.expect(k)
+		defer s.listener.echoes.forget(k, echo)
+	}
 	n, _, err := s.write(ctx, k, nil, 0, true)
 	// Dropped even on error: a failed delete may have committed.
 	s.cache.remove(k)
@@ -46,6 +57,15 @@ func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
 		return err
 	}
 	s.counters.deletes.Add(n)
+	if n > 0 && echo != nil {
+		t := time.NewTimer(echoWait)
+		defer t.Stop()
+		select {
+		case <-echo:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
 	return nil
 }
 
