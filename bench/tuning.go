@@ -33,13 +33,13 @@ import (
 // Time. The Store runs on an injected clock (Config.Clock) that runs the
 // speed-up factor faster than the real one, so MaxIdle and RefreshAfter are
 // given in simulated time, as a user would set them; only the scavenger's
-// real ticker (1 simulated second) and the request schedule are divided by
-// the factor, and the requests are issued at their real instants by a pool
-// of workers. The simulation holds as long as a request's own real
-// duration, times the factor, stays short next to the think times and
-// MaxIdle: the report gives how late requests started (in simulated time)
-// so that this can be checked. A warm-up (not measured) precedes the
-// measured span.
+// real ticker (1 simulated second, or minScavengeInterval real when that is
+// longer) and the request schedule are divided by the factor, and the
+// requests are issued at their real instants by a pool of workers. The
+// simulation holds as long as a request's own real duration, times the
+// factor, stays short next to the think times and MaxIdle: the report gives
+// how late requests started (in simulated time) so that this can be checked.
+// A warm-up (not measured) precedes the measured span.
 //
 // Measured, per simulated second of the measured span: cache hit ratio of
 // Gets, database reads (Stats.Loads) and writes (Saves + Refreshes); the
@@ -239,6 +239,11 @@ func createSessions(ctx context.Context, s *pgsession.Store, n, workers int) ([]
 	return cookies, err
 }
 
+// minScavengeInterval is the shortest ScavengeInterval pgsession accepts
+// (New rejects a shorter one): at the default speed-up, 3 simulated
+// seconds, still small next to the smallest MaxIdle swept.
+const minScavengeInterval = 10 * time.Millisecond
+
 // simulate runs the schedule against a new Store configured as p says, and
 // fills in p.
 func simulate(ctx context.Context, e *env, pool *pgxpool.Pool, table string, cookies []atomic.Pointer[string], events []simEvent, o tuningOptions, p *tuningPoint) error {
@@ -252,7 +257,7 @@ func simulate(ctx context.Context, e *env, pool *pgxpool.Pool, table string, coo
 		SkipCreateTable:  true,
 		CacheSize:        p.CacheSize,
 		MaxIdle:          p.MaxIdle,
-		ScavengeInterval: max(scale(time.Second), time.Microsecond),
+		ScavengeInterval: max(scale(time.Second), minScavengeInterval),
 		PurgeInterval:    -1,
 		Clock:            simClock,
 	})
