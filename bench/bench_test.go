@@ -212,6 +212,22 @@ func TestScenarios(t *testing.T) {
 			t.Errorf("%d samples, %d lost, p50 %v", inv.FromReturn.N, inv.Lost, inv.FromReturn.P50)
 		}
 	})
+	t.Run("logout", func(t *testing.T) {
+		if rep.Logout, err = runLogout(ctx, e, p.logout, pr); err != nil {
+			t.Fatal(err)
+		}
+		for _, act := range []string{actLogout, actChange} {
+			row := rep.Logout.row(act)
+			if row == nil {
+				t.Errorf("no %s row", act)
+				continue
+			}
+			if row.Trials != p.logout.trials || row.Window.N != row.Trials || row.Open.N != row.Served || row.Lost != 0 || row.Save.P50 <= 0 {
+				t.Errorf("%s: %d trials of %d, %d windows, %d served, %d open, %d lost, Save p50 %v",
+					act, row.Trials, p.logout.trials, row.Window.N, row.Served, row.Open.N, row.Lost, row.Save.P50)
+			}
+		}
+	})
 	t.Run("throughput", func(t *testing.T) {
 		if rep.Throughput, err = runThroughput(ctx, e, p.throughput, pr); err != nil {
 			t.Fatal(err)

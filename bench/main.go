@@ -24,13 +24,14 @@ import (
 )
 
 // scenarios, in the order a run takes them.
-var scenarioNames = []string{"compare", "invalidation", "throughput", "listeners", "memory", "readcost", "purge", "tuning"}
+var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "listeners", "memory", "readcost", "purge", "tuning"}
 
 // plan is everything one run measures, and how much.
 type plan struct {
 	scenarios    []string
 	compare      compareOptions
 	invalidation invalidationOptions
+	logout       logoutOptions
 	throughput   throughputOptions
 	listeners    listenersOptions
 	memory       memoryOptions
@@ -48,6 +49,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 		scenarios:    scenarioNames,
 		compare:      compareOptions{duration: d, repeats: repeats, kinds: storeKinds, payloads: payloads},
 		invalidation: invalidationOptions{samples: 1000, sessions: 16},
+		logout:       logoutOptions{trials: 200},
 		throughput:   throughputOptions{writers: []int{1, 8, 32, 128}, duration: 4 * d, repeats: max(repeats-2, 1)},
 		listeners:    listenersOptions{counts: []int{1, 10, 50, 100}, writers: 8, duration: 4 * d, repeats: max(repeats-2, 1), samples: 300},
 		memory:       memoryOptions{entries: 100_000, writers: 32},
@@ -63,6 +65,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 	}
 	if quick {
 		p.invalidation.samples = 200
+		p.logout.trials = 50
 		p.listeners.samples = 50
 		p.memory.entries = 20_000
 		p.purge.rows = 50_000
@@ -83,6 +86,7 @@ func smokePlan() plan {
 	d := 10 * time.Millisecond
 	p := defaultPlan(true, d, 1)
 	p.invalidation = invalidationOptions{samples: 20, sessions: 4}
+	p.logout = logoutOptions{trials: 10}
 	p.throughput.writers = []int{1, 32}
 	p.listeners = listenersOptions{counts: []int{1, 3}, writers: 2, duration: 4 * d, repeats: 1, samples: 10}
 	p.memory = memoryOptions{entries: 500, writers: 4}
@@ -117,6 +121,7 @@ func run() error {
 		memProf  = flag.String("memprofile", "", "write a heap profile, taken with the memory scenario's cache full, to this file (samples every 512 bytes during that scenario)")
 
 		samples    = flag.Int("samples", 0, "invalidation latency samples (default 1000, -quick 200)")
+		lTrials    = flag.Int("logout-trials", 0, "trials of each action (logout, change) of the logout window scenario (default 200, -quick 50)")
 		writers    = flag.String("writers", "", "writer counts of the throughput scenario (default 1,8,32,128)")
 		listeners  = flag.String("listeners", "", "listener counts of the scaling scenario (default 1,10,50,100; lowered to what max_connections allows)")
 		lWriters   = flag.Int("listener-writers", 0, "concurrent writers of the scaling scenario (default 8)")
@@ -181,6 +186,7 @@ func run() error {
 		}
 	}
 	setInt(&p.invalidation.samples, *samples)
+	setInt(&p.logout.trials, *lTrials)
 	setInt(&p.listeners.writers, *lWriters)
 	p.memory.profile = *memProf
 	if *cpuProf != "" {
@@ -312,6 +318,7 @@ func measure(ctx context.Context, p plan, pr progress) (*report, error) {
 	}{
 		{"compare", func() (err error) { rep.Compare, err = runCompare(ctx, e, p.compare, pr); return }},
 		{"invalidation", func() (err error) { rep.Invalidation, err = runInvalidation(ctx, e, p.invalidation, pr); return }},
+		{"logout", func() (err error) { rep.Logout, err = runLogout(ctx, e, p.logout, pr); return }},
 		{"throughput", func() (err error) { rep.Throughput, err = runThroughput(ctx, e, p.throughput, pr); return }},
 		{"listeners", func() (err error) { rep.Listeners, err = runListeners(ctx, e, p.listeners, pr); return }},
 		{"memory", func() (err error) { rep.Memory, err = runMemory(ctx, e, p.memory, pr); return }},

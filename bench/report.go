@@ -25,6 +25,7 @@ type report struct {
 
 	Compare      *compareResult      `json:",omitempty"`
 	Invalidation *invalidationResult `json:",omitempty"`
+	Logout       *logoutResult       `json:",omitempty"`
 	Throughput   *throughputResult   `json:",omitempty"`
 	Listeners    *listenersResult    `json:",omitempty"`
 	Memory       *memoryResult       `json:",omitempty"`
@@ -299,6 +300,7 @@ func (r *report) markdown(charts map[string]string) string {
 
 	r.mdCompare(&m, charts)
 	r.mdInvalidation(&m, charts)
+	r.mdLogout(&m)
 	r.mdThroughput(&m, charts)
 	r.mdListeners(&m, charts)
 	r.mdMemory(&m)
@@ -375,6 +377,24 @@ func (r *report) mdInvalidation(m *md, charts map[string]string) {
 	}
 	m.table([]string{"interval", "p50", "p90", "p99", "max"}, rows)
 	m.chart(charts, "invalidation", "invalidation latency CDF")
+}
+
+func (r *report) mdLogout(m *md) {
+	l := r.Logout
+	if l == nil {
+		return
+	}
+	m.p("## Logout window between two instances")
+	m.p("Two Stores on separate pools, one table, default Config. Per trial: a session logged in on A and cached on B (a second read on B checked to be a cache hit); then A, on a request with that cookie, logs it out (`Options.MaxAge = -1`, Save) or saves a new value; from the instant A's Save returns, B is asked for the session with the cookie from before, in a tight loop, until it refuses it (logout: a new session; change: the new value). Served: trials whose first replay still got the old session or the old value. Window: A's Save returned -> B's first refusal, 0 when the first replay was refused; open windows: the same over the served trials only. Lost: still served %v after A's Save returned.", replayTimeout)
+	var rows [][]string
+	for _, row := range l.Rows {
+		us := func(d time.Duration) string { return fmt.Sprint(d.Microseconds()) }
+		rows = append(rows, []string{row.Action, fmt.Sprint(row.Trials),
+			fmt.Sprintf("%d (%.1f%%)", row.Served, 100*row.servedFraction()),
+			us(row.Window.P50), us(row.Window.P99), us(row.Window.Max),
+			us(row.Open.P50), fmt.Sprint(row.Replays), fmt.Sprint(row.MaxRun), fmt.Sprint(row.Lost), us(row.Save.P50)})
+	}
+	m.table([]string{"action on A", "trials", "first replay served", "window p50 (µs)", "p99 (µs)", "max (µs)", "open windows p50 (µs)", "replays served", "most in one trial", "lost", "A's Save p50 (µs)"}, rows)
 }
 
 func distRow(name string, d dist) []string {
