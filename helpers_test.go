@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -207,3 +208,32 @@ func newClock() *clock {
 }
 func (c *clock) Now() time.Time          { return c.t.Load() }
 func (c *clock) Advance(d time.Duration) { c.t.Store(c.t.Load().Add(d)) }
+
+// logCounter is a slog.Handler that counts records by level and message.
+type logCounter struct {
+	mu   sync.Mutex
+	msgs []slog.Record
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r)
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+// count returns how many records at level have a message containing sub.
+func (l *logCounter) count(level slog.Level, sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.msgs {
+		if r.Level == level && strings.Contains(r.Message, sub) {
+			n++
+		}
+	}
+	return n
+}

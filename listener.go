@@ -113,6 +113,22 @@ type listener struct {
 	queueUsage  atomic.Uint64 // float64 bits: pg_notification_queue_usage() at the last probe
 
 	echoes echoes // deletes waiting to hear their own notification
+
+	inOutage atomic.Bool // an outage was logged and has not ended
+}
+
+// outageBegins logs, once per outage, that reads bypass the cache.
+func (l *listener) outageBegins(why string, args ...any) {
+	if l.inOutage.CompareAndSwap(false, true) {
+		l.log.Warn("pgsession: "+why+"; reads bypass the cache until it is back", append([]any{"channel", l.channel}, args...)...)
+	}
+}
+
+// outageEnds logs that the cache serves again.
+func (l *listener) outageEnds(why string) {
+	if l.inOutage.CompareAndSwap(true, false) {
+		l.log.Info("pgsession: "+why+"; the cache serves again", "channel", l.channel)
+	}
 }
 
 // echoes lets a delete wait until the listener applied the delete's own
@@ -413,7 +429,7 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.log.Warn("pgsession: listener lost; reads bypass the cache until it is back", "channel", l.channel, "err", err)
+			l.outageBegins("listener lost", "err", err)
 		}
 		// Full jitter over the upper half, so a fleet does not reconnect in step.
 		d := backoff/2 + rand.N(backoff/2+1)
@@ -428,13 +444,13 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 				return
 			}
 			backoff = min(2*backoff, backoffMax)
-			l.log.Warn("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
+			l.log.Debug("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
 			continue
 		}
 		conn, backoff = c, backoffMin
 		l.counters.reconnects.Add(1)
 		l.setUp(false)
-		l.log.Info("pgsession: listener reconnected; cache dropped", "channel", l.channel)
+		l.outageEnds("listener reconnected, cache dropped")
 	}
 }
 
@@ -487,7 +503,7 @@ func (l *listener) runProber(ctx context.Context) {
 	t := time.NewTicker(l.wait)
 	defer t.Stop()
 	var probeErr error
-	warnedDeaf, warnedQueue := false, false
+	warnedQueue := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -504,13 +520,10 @@ func (l *listener) runProber(ctx context.Context) {
 			l.counters.probeErrors.Add(1)
 		}
 		switch up := ListenerState(l.state.Load()) == ListenerUp; {
-		case up && !l.alive() && !warnedDeaf:
-			warnedDeaf = true
-			l.log.Warn("pgsession: the listener heard no probe within the lease; reads bypass the cache until it does",
-				"channel", l.channel, "lease", l.lease, "probe_err", probeErr)
-		case l.alive() && warnedDeaf:
-			warnedDeaf = false
-			l.log.Info("pgsession: the listener hears probes again; the cache serves", "channel", l.channel)
+		case up && !l.alive():
+			l.outageBegins("listener heard no probe within the lease", "lease", l.lease, "probe_err", probeErr)
+		case l.alive():
+			l.outageEnds("listener hears probes again")
 		}
 		switch u := l.notifyQueueUsage(); {
 		case u >= queueWarn && !warnedQueue:

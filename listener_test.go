@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -156,10 +157,12 @@ func TestMonotonicReadsThroughCookieVersion(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	a := newStore(t, newPool(t, testDB.url), cfg)
-	// b listens on another channel, so it never hears a's writes: only the
-	// version in the cookie can tell it its copy is old.
-	cfg.Channel = "pgsession_deaf_" + strings.ToLower(cfg.Table[len(cfg.Table)-8:])
-	b := newStore(t, newPool(t, testDB.url), cfg)
+	// b's applier is held, so it never applies a's notifications: only the
+	// version in the cookie can tell it its copy is old. (Its listener still
+	// hears its own probes, so its cache serves.)
+	release := make(chan struct{})
+	b := newStore(t, newPool(t, testDB.url), pgsession.WithHandoff(cfg, 4096, func() { <-release }))
+	t.Cleanup(func() { close(release) }) // before b's Close
 
 	sess, c1 := login(t, a, map[any]any{"n": 1})
 	get(t, b, c1) // cached at version 1
@@ -269,6 +272,8 @@ func TestSilentListenerConnection(t *testing.T) {
 	url, proxy := proxiedURL(t)
 	cfg.ListenConnString = url
 	cfg.ListenLease = 400 * time.Millisecond
+	logs := &logCounter{}
+	cfg.Logger = slog.New(logs)
 	s := newStore(t, testDB.pool, cfg)
 	_, c := login(t, s, map[any]any{"n": 1})
 	get(t, s, c)
@@ -284,6 +289,12 @@ func TestSilentListenerConnection(t *testing.T) {
 		t.Fatalf("with a silent listener a read was served from the cache: %+v", st)
 	}
 
+	// Several probes went unheard; the loss of proof is said once.
+	waitFor(t, "the outage to be logged", func() bool { return logs.count(slog.LevelWarn, "bypass the cache") > 0 })
+	waitFor(t, "a reconnect to fail", func() bool { return logs.count(slog.LevelDebug, "reconnect failed") > 0 })
+	if n := logs.count(slog.LevelWarn, "bypass the cache"); n != 1 {
+		t.Fatalf("%d warnings in one outage, want 1", n)
+	}
 	proxy.Resume()
 	waitFor(t, "the listener to recover", func() bool {
 		st := s.Stats()
