@@ -1,7 +1,10 @@
--- pgsession session table. New runs this (with the configured schema and
--- table names in place of http_sessions) unless Config.SkipCreateTable is
--- set; apply it yourself to provision the table by migration.
-CREATE TABLE IF NOT EXISTS http_sessions (
+-- pgsession: the session table and its index. New runs the same DDL, for
+-- the configured names, unless Config.SkipCreateTable is set. To provision
+-- the table by migration, run this file with your table's name in place of
+-- http_sessions. Running it again changes nothing.
+--
+-- Generated from sql.go: go test -run TestSchemaFiles -update
+CREATE TABLE IF NOT EXISTS "http_sessions" (
     key_hash   bytea       PRIMARY KEY,             -- SHA-256 of the session token
     data       bytea       NOT NULL,                -- encoded session values
     version    bigint      NOT NULL DEFAULT 1,      -- +1 on every write of data
@@ -12,4 +15,4 @@ CREATE TABLE IF NOT EXISTS http_sessions (
     -- that loaded the session before the logout cannot save it back.
     deleted    boolean     NOT NULL DEFAULT false
 );
-CREATE INDEX IF NOT EXISTS http_sessions_expires_at_idx ON http_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS "http_sessions_expires_at_idx" ON "http_sessions" (expires_at);

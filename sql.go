@@ -1,9 +1,10 @@
 package pgsession
 
 import (
-	_ "embed"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -11,9 +12,6 @@ import (
 // The store's SQL: every statement it runs on the session table, and the
 // table's DDL. Names are quoted with pgx.Identifier; values always go as
 // parameters.
-
-//go:embed schema.sql
-var schemaSQL string
 
 // queries are the store's SQL statements, with the table name in place.
 type queries struct {
@@ -119,11 +117,71 @@ func batchSQL(t string) string {
 		SELECT a.key_hash, a.version FROM a, (SELECT count(*) FROM n) c`
 }
 
-// ddl returns schema.sql with the configured names in place of the defaults.
+// The table's DDL is built here from quoted names: a configured name is
+// never substituted into SQL text, so it can never land in a comment, and
+// the comments are constants. schema.sql is this DDL for the default
+// names; TestSchemaFiles keeps it equal.
+
+// indexSuffix names the table's index after the table.
+const indexSuffix = "_expires_at_idx"
+
+// objectName is the name of the table's object with the given suffix:
+// table+suffix when that fits in an identifier, else a prefix of table
+// (cut on a character boundary), "_", 8 hex digits of table's SHA-256,
+// and suffix. PostgreSQL would instead truncate table+suffix, which for a
+// 63-byte table gives the table's own name (CREATE INDEX IF NOT EXISTS
+// then skipped the index).
+func objectName(table, suffix string) string {
+	if len(table)+len(suffix) <= maxIdentifierLen {
+		return table + suffix
+	}
+	sum := sha256.Sum256([]byte(table))
+	tag := "_" + hex.EncodeToString(sum[:4])
+	n := maxIdentifierLen - len(tag) - len(suffix)
+	for n > 0 && !utf8.RuneStart(table[n]) {
+		n--
+	}
+	return table[:n] + tag + suffix
+}
+
+// ddlNames are the quoted names the DDL of one table uses.
+type ddlNames struct {
+	table string // quoted, schema-qualified if the schema is known
+	index string // quoted; an index always goes in its table's schema
+}
+
+func newDDLNames(schema, table string) ddlNames {
+	t := pgx.Identifier{table}.Sanitize()
+	if schema != "" {
+		t = pgx.Identifier{schema, table}.Sanitize()
+	}
+	return ddlNames{table: t, index: pgx.Identifier{objectName(table, indexSuffix)}.Sanitize()}
+}
+
+// tableDDL creates the table if it is missing.
+func tableDDL(n ddlNames) string {
+	return `CREATE TABLE IF NOT EXISTS ` + n.table + ` (
+    key_hash   bytea       PRIMARY KEY,             -- SHA-256 of the session token
+    data       bytea       NOT NULL,                -- encoded session values
+    version    bigint      NOT NULL DEFAULT 1,      -- +1 on every write of data
+    expires_at timestamptz NOT NULL,                -- set from the database clock
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- Logged out. The row stays, empty, until expires_at, so that a request
+    -- that loaded the session before the logout cannot save it back.
+    deleted    boolean     NOT NULL DEFAULT false
+);
+`
+}
+
+// indexDDL creates the index the purger's scans use.
+func indexDDL(n ddlNames) string {
+	return `CREATE INDEX IF NOT EXISTS ` + n.index + ` ON ` + n.table + ` (expires_at);
+`
+}
+
+// ddl is the whole DDL for the names: schema.sql for the default ones.
 func ddl(schema, table string) string {
-	idx := pgx.Identifier{table + "_expires_at_idx"}.Sanitize()
-	return strings.NewReplacer(
-		DefaultTable+"_expires_at_idx", idx,
-		DefaultTable, newQueries(schema, table).table,
-	).Replace(schemaSQL)
+	n := newDDLNames(schema, table)
+	return tableDDL(n) + indexDDL(n)
 }

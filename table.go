@@ -16,19 +16,56 @@ import (
 // TABLE IF NOT EXISTS (which can fail with a unique violation then).
 const ddlLockClass = 0x70677364 // "pgsd"
 
-// createTable runs the table's DDL under the creation lock.
+// createTable creates the table and its index if they are missing, under
+// the creation lock. CREATE INDEX IF NOT EXISTS takes a SHARE lock on the
+// table even when the index is there, which waits for every write under
+// way and holds up every write behind it, so a table that has both is left
+// alone without any DDL.
 func (s *Store) createTable(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, ddlLockClass, s.sql.table); err != nil {
+	indexed, err := s.indexed(ctx, s.pool)
+	if err == nil && !indexed {
+		n := newDDLNames(s.cfg.Schema, s.cfg.Table)
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if err := s.lockDDL(ctx, tx); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, tableDDL(n)); err != nil {
+				return err
+			}
+			// Any index on expires_at will do: one made by an earlier
+			// version may carry a name PostgreSQL truncated.
+			if indexed, err := s.indexed(ctx, tx); err != nil || indexed {
+				return err
+			}
+			_, err := tx.Exec(ctx, indexDDL(n))
 			return err
-		}
-		_, err := tx.Exec(ctx, ddl(s.cfg.Schema, s.cfg.Table))
-		return err
-	})
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("create session table %s (set SkipCreateTable to provision it yourself with schema.sql): %w", s.sql.table, err)
 	}
 	return nil
+}
+
+// lockDDL takes the creation lock for the rest of tx.
+func (s *Store) lockDDL(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, ddlLockClass, s.sql.table)
+	return err
+}
+
+// indexed reports whether the table exists and has an index that leads
+// with expires_at.
+func (s *Store) indexed(ctx context.Context, q querier) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
+			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			WHERE i.indrelid = pg_catalog.to_regclass($1) AND a.attname = 'expires_at')`, s.sql.table).Scan(&ok)
+	return ok, err
+}
+
+// querier is what the catalog queries need: a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // tableChannel derives the default channel from the table's identity as

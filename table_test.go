@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -118,10 +119,27 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	pool := limitedRole(t, cfg.Table, "SELECT, INSERT, UPDATE, DELETE")
 
 	t.Run("CREATE without SkipCreateTable", func(t *testing.T) {
-		_, err := pgsession.New(ctx, pool, cfg)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(err.Error(), "SkipCreateTable") {
-			t.Fatalf("New as a role without CREATE: %v; want permission denied pointing at SkipCreateTable", err)
+		// Everything is there: New runs no DDL, so it needs no CREATE.
+		s, err := pgsession.New(ctx, pool, cfg)
+		if err != nil {
+			t.Fatalf("New as a role without CREATE on a provisioned table: %v", err)
+		}
+		s.Close()
+		// Something is missing: New would create it, and may not.
+		for _, drop := range []string{
+			"DROP INDEX " + pgx.Identifier{cfg.Table + "_expires_at_idx"}.Sanitize(),
+		} {
+			if _, err := testDB.pool.Exec(ctx, drop); err != nil {
+				t.Fatal(err)
+			}
+			_, err = pgsession.New(ctx, pool, cfg)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(err.Error(), "SkipCreateTable") {
+				t.Fatalf("after %s, New as a role without CREATE: %v; want permission denied pointing at SkipCreateTable", drop, err)
+			}
+			if _, err := testDB.pool.Exec(ctx, pgsession.DDL("", cfg.Table)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 
@@ -166,4 +184,129 @@ func TestMissingPrivilegeFailsNew(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "lacks DELETE") || !strings.Contains(err.Error(), "GRANT") {
 		t.Fatalf("New as a role without DELETE: %v; want an error naming DELETE and the GRANT", err)
 	}
+}
+
+// TestDDLInjectionDoesNotRun: a table name that ends an SQL comment with a
+// newline used to run the rest of itself as SQL, because the names were
+// substituted into schema.sql's comments too.
+func TestDDLInjectionDoesNotRun(t *testing.T) {
+	t.Parallel()
+	requireDB(t)
+	ctx := context.Background()
+	pwned := "pwned_" + hex.EncodeToString(randomBytes(4))
+	table := "s\nCREATE TABLE " + pwned + "(x int);--"
+	t.Cleanup(func() {
+		for _, name := range []string{pwned, table} {
+			if _, err := testDB.pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	exists := func() bool {
+		var ok bool
+		if err := testDB.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", pwned).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+
+	_, err := pgsession.New(ctx, testDB.pool, pgsession.Config{KeyPairs: [][]byte{hashKey}, Table: table})
+	if !errors.Is(err, pgsession.ErrInvalidConfig) {
+		t.Fatalf("New with a newline in Table: %v, want ErrInvalidConfig", err)
+	}
+	if exists() {
+		t.Fatal("New ran SQL from the table's name")
+	}
+	// The DDL itself, whatever validation lets through, quotes the name.
+	if _, err := testDB.pool.Exec(ctx, pgsession.DDL("", table)); err != nil {
+		t.Fatal(err)
+	}
+	if exists() {
+		t.Fatal("the DDL ran SQL from the table's name")
+	}
+}
+
+// TestDDLWithCommentMarkersInNames: names with -- and /* in them make
+// exactly the table, its key and its index.
+func TestDDLWithCommentMarkersInNames(t *testing.T) {
+	t.Parallel()
+	requireDB(t)
+	ctx := context.Background()
+	suffix := hex.EncodeToString(randomBytes(4))
+	schema, table := "s--/*"+suffix, "t--x/*y*/z"
+	qs := pgx.Identifier{schema}.Sanitize()
+	if _, err := testDB.pool.Exec(ctx, "CREATE SCHEMA "+qs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := testDB.pool.Exec(context.Background(), "DROP SCHEMA "+qs+" CASCADE"); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := testDB.pool.Exec(ctx, pgsession.DDL(schema, table)); err != nil {
+		t.Fatal(err)
+	}
+	objects := func(sql string) []string {
+		t.Helper()
+		var names []string
+		if err := testDB.pool.QueryRow(ctx, sql, schema).Scan(&names); err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	want := map[string][]string{
+		"relations": {table, table + "_expires_at_idx", table + "_pkey"},
+	}
+	got := map[string][]string{
+		"relations": objects(`SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
+			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("objects in the schema:\n%q\nwant\n%q", got, want)
+	}
+	// And a store runs on them.
+	s := newStore(t, testDB.pool, pgsession.Config{KeyPairs: [][]byte{hashKey}, Schema: schema, Table: table, SkipCreateTable: true})
+	_, c := login(t, s, map[any]any{"n": 1})
+	if got := get(t, s, c); got.Values["n"] != 1 {
+		t.Fatalf("values %v", got.Values)
+	}
+}
+
+// TestLongestTableNameGetsItsIndex: PostgreSQL truncated the
+// index name of a 63-byte table to the table's own name, and CREATE INDEX
+// IF NOT EXISTS then skipped the index without a word.
+func TestLongestTableNameGetsItsIndex(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Table += strings.Repeat("x", 63-len(cfg.Table))
+	t.Cleanup(func() {
+		if _, err := testDB.pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{cfg.Table}.Sanitize()); err != nil {
+			t.Error(err)
+		}
+	})
+	s := newStore(t, testDB.pool, cfg)
+	if n := expiresAtIndexes(t, cfg.Table); n != 1 {
+		t.Fatalf("%d indexes on expires_at, want 1", n)
+	}
+	// A second instance finds everything in place.
+	newStore(t, newPool(t, testDB.url), cfg)
+	if n := expiresAtIndexes(t, cfg.Table); n != 1 {
+		t.Fatalf("%d indexes on expires_at after a second New, want 1", n)
+	}
+	_, c := login(t, s, map[any]any{"n": 1})
+	if got := get(t, s, c); got.Values["n"] != 1 {
+		t.Fatalf("values %v", got.Values)
+	}
+}
+
+// expiresAtIndexes counts the table's indexes on expires_at.
+func expiresAtIndexes(t testing.TB, table string) int {
+	t.Helper()
+	var n int
+	err := testDB.pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1 AND indexdef LIKE '%(expires_at)'`, table).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
