@@ -81,10 +81,11 @@ type Config struct {
 	// too).
 	Table string
 
-	// SkipCreateTable stops New from creating the table and its index; New
-	// then only checks that the table can be read. Use it when the schema is
-	// provisioned by a migration (see schema.sql) and the store runs as a
-	// role without CREATE.
+	// SkipCreateTable stops New from creating the table, its index and its
+	// triggers; New then checks that the table can be read and has its
+	// triggers. Use it when the schema is provisioned by a migration (see
+	// schema.sql, and upgrade.sql for a table made by an earlier version)
+	// and the store runs as a role without CREATE.
 	SkipCreateTable bool
 
 	// CacheSize is the number of sessions kept in the in-process cache.
@@ -131,7 +132,8 @@ type Config struct {
 	// the lower-cased schema and name of the table as PostgreSQL resolves
 	// it, so that instances reaching one table through different Schema or
 	// search_path settings share a channel. Instances sharing a table must
-	// use the same channel.
+	// use the same channel: the table's triggers notify one, and New fails
+	// (ErrInvalidConfig) when it is not Config.Channel.
 	Channel string
 
 	// ListenConnString, when set, is used to open the store's one dedicated

@@ -1,7 +1,11 @@
--- pgsession: the session table and its index. New runs the same DDL, for
--- the configured names, unless Config.SkipCreateTable is set. To provision
--- the table by migration, run this file with your table's name in place of
--- http_sessions. Running it again changes nothing.
+-- pgsession: the session table, its index, and the triggers that tell every
+-- instance's cache of changes made to the table by other SQL. New runs the
+-- same DDL, for the configured names, unless Config.SkipCreateTable is set.
+-- To provision the table by migration, run this file with your table's name
+-- in place of http_sessions. The triggers' argument is the channel: it must
+-- be the store's Config.Channel (by default "pgsession:" and the lower-case
+-- schema.table, as here for a table in schema public). Running the file again
+-- changes nothing.
 --
 -- Generated from sql.go: go test -run TestSchemaFiles -update
 CREATE TABLE IF NOT EXISTS "http_sessions" (
@@ -16,3 +20,44 @@ CREATE TABLE IF NOT EXISTS "http_sessions" (
     deleted    boolean     NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS "http_sessions_expires_at_idx" ON "http_sessions" (expires_at);
+
+-- Tells every pgsession instance's cache of changes made to the table by
+-- other SQL (an administrator's DELETE, a migration's UPDATE, a TRUNCATE),
+-- on the channel given as the trigger's argument. The store's own
+-- statements set pgsession.store_write and notify for themselves.
+CREATE OR REPLACE FUNCTION "http_sessions_notify"() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $pgsession$
+BEGIN
+    IF pg_catalog.current_setting('pgsession.store_write', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], '1 sql *');
+    ELSIF EXISTS (SELECT FROM old_rows OFFSET 1000) THEN
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], '1 sql *');
+    ELSE
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], '1 sql ' ||
+                pg_catalog.string_agg(pg_catalog.encode(key_hash, 'hex') || ':0', ' '))
+            FROM (SELECT key_hash, (pg_catalog.row_number() OVER () - 1) / 90 AS chunk
+                  FROM old_rows) k
+            GROUP BY chunk;
+    END IF;
+    RETURN NULL;
+END
+$pgsession$;
+DROP TRIGGER IF EXISTS "http_sessions_notify_update" ON "http_sessions";
+CREATE TRIGGER "http_sessions_notify_update" AFTER UPDATE ON "http_sessions"
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT WHEN (pg_catalog.current_setting('pgsession.store_write', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION "http_sessions_notify"('pgsession:public.http_sessions');
+DROP TRIGGER IF EXISTS "http_sessions_notify_delete" ON "http_sessions";
+CREATE TRIGGER "http_sessions_notify_delete" AFTER DELETE ON "http_sessions"
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT WHEN (pg_catalog.current_setting('pgsession.store_write', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION "http_sessions_notify"('pgsession:public.http_sessions');
+DROP TRIGGER IF EXISTS "http_sessions_notify_truncate" ON "http_sessions";
+CREATE TRIGGER "http_sessions_notify_truncate" AFTER TRUNCATE ON "http_sessions"
+    FOR EACH STATEMENT WHEN (pg_catalog.current_setting('pgsession.store_write', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION "http_sessions_notify"('pgsession:public.http_sessions');

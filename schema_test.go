@@ -9,21 +9,37 @@ import (
 	"unicode/utf8"
 )
 
-var updateSchemaFiles = flag.Bool("update", false, "rewrite schema.sql from sql.go")
+var updateSchemaFiles = flag.Bool("update", false, "rewrite schema.sql and upgrade.sql from sql.go")
 
-const schemaHeader = `-- pgsession: the session table and its index. New runs the same DDL, for
--- the configured names, unless Config.SkipCreateTable is set. To provision
--- the table by migration, run this file with your table's name in place of
--- http_sessions. Running it again changes nothing.
+const schemaHeader = `-- pgsession: the session table, its index, and the triggers that tell every
+-- instance's cache of changes made to the table by other SQL. New runs the
+-- same DDL, for the configured names, unless Config.SkipCreateTable is set.
+-- To provision the table by migration, run this file with your table's name
+-- in place of http_sessions. The triggers' argument is the channel: it must
+-- be the store's Config.Channel (by default "pgsession:" and the lower-case
+-- schema.table, as here for a table in schema public). Running the file again
+-- changes nothing.
 --
 -- Generated from sql.go: go test -run TestSchemaFiles -update
 `
 
-// TestSchemaFiles keeps schema.sql equal to the DDL New runs for the
-// default names.
+const upgradeHeader = `-- pgsession: upgrade a session table made before the triggers (an UPDATE,
+-- DELETE or TRUNCATE by other SQL did not reach the instances' caches). New
+-- does this itself unless Config.SkipCreateTable is set; with it set, run
+-- this file as the table's owner, with your table's name in place of
+-- http_sessions and, if it differs, the store's Config.Channel in place of
+-- the channel (see schema.sql). Running it again changes nothing.
+--
+-- Generated from sql.go: go test -run TestSchemaFiles -update
+`
+
+// TestSchemaFiles keeps schema.sql and upgrade.sql equal to the DDL New
+// runs for the default names.
 func TestSchemaFiles(t *testing.T) {
+	n := newDDLNames("", DefaultTable, defaultChannel("public", DefaultTable))
 	files := map[string]string{
-		"schema.sql": schemaHeader + ddl("", DefaultTable),
+		"schema.sql":  schemaHeader + ddl("", DefaultTable),
+		"upgrade.sql": upgradeHeader + upgradeDDL(n),
 	}
 	for name, want := range files {
 		if *updateSchemaFiles {
@@ -58,7 +74,10 @@ func TestDDLCommentsNameNothing(t *testing.T) {
 }
 
 func TestObjectNames(t *testing.T) {
-	suffixes := []string{indexSuffix}
+	suffixes := []string{indexSuffix, functionSuffix}
+	for _, tr := range notifyTriggers {
+		suffixes = append(suffixes, tr.suffix)
+	}
 	tables := []string{
 		DefaultTable,
 		strings.Repeat("t", 48),
@@ -90,5 +109,17 @@ func TestObjectNames(t *testing.T) {
 	a, b := strings.Repeat("t", 62)+"a", strings.Repeat("t", 62)+"b"
 	if objectName(a, indexSuffix) == objectName(b, indexSuffix) {
 		t.Error("two long tables share an index name")
+	}
+}
+
+func TestQuoteLiteral(t *testing.T) {
+	for in, want := range map[string]string{
+		"pgsession:public.t": `'pgsession:public.t'`,
+		"it's":               `'it''s'`,
+		`a\b'c`:              `E'a\\b''c'`,
+	} {
+		if got := quoteLiteral(in); got != want {
+			t.Errorf("quoteLiteral(%q) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -117,20 +119,51 @@ func batchSQL(t string) string {
 		SELECT a.key_hash, a.version FROM a, (SELECT count(*) FROM n) c`
 }
 
-// The table's DDL is built here from quoted names: a configured name is
-// never substituted into SQL text, so it can never land in a comment, and
-// the comments are constants. schema.sql is this DDL for the default
-// names; TestSchemaFiles keeps it equal.
+// The table's DDL is built here from quoted names and quoted literals: a
+// configured name is never substituted into SQL text, so it can never land
+// in a comment, and the comments are constants. schema.sql and upgrade.sql
+// are this DDL for the default names; TestSchemaFiles keeps them equal.
 
-// indexSuffix names the table's index after the table.
-const indexSuffix = "_expires_at_idx"
+// triggerOrigin is the origin of the notifications the table's triggers
+// send. No Store has it (a Store's origin is 16 hex digits), so every
+// Store applies them.
+const triggerOrigin = "sql"
+
+// triggerClearRows is the most rows one statement of other SQL may change
+// and still have their keys notified; a statement that changes more (and
+// any TRUNCATE) notifies the clear item: every instance drops its cache.
+const triggerClearRows = 1000
+
+// indexSuffix and functionSuffix name the table's index and trigger
+// function after the table.
+const (
+	indexSuffix    = "_expires_at_idx"
+	functionSuffix = "_notify"
+)
+
+// notifyTrigger is one of the table's statement-level triggers. Each has
+// its own (a trigger with a transition table fires on one event only).
+type notifyTrigger struct {
+	suffix      string // the trigger's name is the table's plus this
+	event       string
+	referencing string // transition table clause
+}
+
+// notifyTriggers are the triggers that notify changes made by other SQL.
+// An UPDATE needs only the old rows: a key that did not exist before the
+// statement cannot be cached anywhere.
+var notifyTriggers = [...]notifyTrigger{
+	{"_notify_update", "UPDATE", "REFERENCING OLD TABLE AS old_rows"},
+	{"_notify_delete", "DELETE", "REFERENCING OLD TABLE AS old_rows"},
+	{"_notify_truncate", "TRUNCATE", ""},
+}
 
 // objectName is the name of the table's object with the given suffix:
 // table+suffix when that fits in an identifier, else a prefix of table
 // (cut on a character boundary), "_", 8 hex digits of table's SHA-256,
 // and suffix. PostgreSQL would instead truncate table+suffix, which for a
 // 63-byte table gives the table's own name (CREATE INDEX IF NOT EXISTS
-// then skipped the index).
+// then skipped the index) and gives two triggers one name.
 func objectName(table, suffix string) string {
 	if len(table)+len(suffix) <= maxIdentifierLen {
 		return table + suffix
@@ -144,18 +177,44 @@ func objectName(table, suffix string) string {
 	return table[:n] + tag + suffix
 }
 
-// ddlNames are the quoted names the DDL of one table uses.
+// ddlNames are the quoted names and literals the DDL of one table uses.
 type ddlNames struct {
-	table string // quoted, schema-qualified if the schema is known
-	index string // quoted; an index always goes in its table's schema
+	raw      string // the table's name, unquoted
+	table    string // quoted, schema-qualified if the schema is known
+	index    string // quoted; an index always goes in its table's schema
+	function string // quoted, qualified like table
+	channel  string // the trigger argument, as a string literal
 }
 
-func newDDLNames(schema, table string) ddlNames {
-	t := pgx.Identifier{table}.Sanitize()
-	if schema != "" {
-		t = pgx.Identifier{schema, table}.Sanitize()
+func newDDLNames(schema, table, channel string) ddlNames {
+	qualify := func(name string) string {
+		if schema == "" {
+			return pgx.Identifier{name}.Sanitize()
+		}
+		return pgx.Identifier{schema, name}.Sanitize()
 	}
-	return ddlNames{table: t, index: pgx.Identifier{objectName(table, indexSuffix)}.Sanitize()}
+	return ddlNames{
+		raw:      table,
+		table:    qualify(table),
+		index:    pgx.Identifier{objectName(table, indexSuffix)}.Sanitize(),
+		function: qualify(objectName(table, functionSuffix)),
+		channel:  quoteLiteral(channel),
+	}
+}
+
+// trigger returns the quoted name of the table's trigger tr.
+func (n ddlNames) trigger(tr notifyTrigger) string {
+	return pgx.Identifier{objectName(n.raw, tr.suffix)}.Sanitize()
+}
+
+// quoteLiteral quotes s as an SQL string literal; one with a backslash
+// gets the escape-string form, which means the same whatever
+// standard_conforming_strings says.
+func quoteLiteral(s string) string {
+	if !strings.ContainsRune(s, '\\') {
+		return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	}
+	return "E'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
 }
 
 // tableDDL creates the table if it is missing.
@@ -180,8 +239,86 @@ func indexDDL(n ddlNames) string {
 `
 }
 
+// functionDDL creates or replaces the trigger function. It runs with the
+// invoker's rights and a fixed search_path, and names every function it
+// calls by schema. A statement of the store sets pgsession.store_write for
+// its transaction (see storeWrite): the store notifies for itself, with
+// versions. Any other UPDATE or DELETE notifies the keys of the rows it
+// changed, as deleted (version 0: whatever version is cached goes), at
+// most notifyItemsPerPayload per payload; more than triggerClearRows rows,
+// and any TRUNCATE, notify the clear item instead.
+func functionDDL(n ddlNames) string {
+	clear := quoteLiteral(payloadPrefix(triggerOrigin) + clearItem)
+	return `
+-- Tells every pgsession instance's cache of changes made to the table by
+-- other SQL (an administrator's DELETE, a migration's UPDATE, a TRUNCATE),
+-- on the channel given as the trigger's argument. The store's own
+-- statements set pgsession.store_write and notify for themselves.
+CREATE OR REPLACE FUNCTION ` + n.function + `() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $pgsession$
+BEGIN
+    IF pg_catalog.current_setting('pgsession.store_write', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], ` + clear + `);
+    ELSIF EXISTS (SELECT FROM old_rows OFFSET ` + strconv.Itoa(triggerClearRows) + `) THEN
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], ` + clear + `);
+    ELSE
+        PERFORM pg_catalog.pg_notify(TG_ARGV[0], ` + quoteLiteral(payloadPrefix(triggerOrigin)) + ` ||
+                pg_catalog.string_agg(pg_catalog.encode(key_hash, 'hex') || ':0', ' '))
+            FROM (SELECT key_hash, (pg_catalog.row_number() OVER () - 1) / ` + strconv.Itoa(notifyItemsPerPayload) + ` AS chunk
+                  FROM old_rows) k
+            GROUP BY chunk;
+    END IF;
+    RETURN NULL;
+END
+$pgsession$;
+`
+}
+
+// createTriggerDDL creates trigger tr.
+func createTriggerDDL(n ddlNames, tr notifyTrigger) string {
+	ref := ""
+	if tr.referencing != "" {
+		ref = "\n    " + tr.referencing
+	}
+	return `CREATE TRIGGER ` + n.trigger(tr) + ` AFTER ` + tr.event + ` ON ` + n.table + ref + `
+    FOR EACH STATEMENT ` + skipStoreWrites + `
+    EXECUTE FUNCTION ` + n.function + `(` + n.channel + `);
+`
+}
+
+// skipStoreWrites keeps the trigger function from being called at all for
+// the store's own statements, which notify for themselves: a call of a
+// function with its own search_path would add measurably to every Save.
+// (The function checks again.) The condition is parsed when the trigger is
+// made, so it does not depend on the search_path it runs under.
+const skipStoreWrites = `WHEN (pg_catalog.current_setting('pgsession.store_write', true) IS DISTINCT FROM 'on')`
+
+// upgradeDDL adds what tables made by earlier versions lack: the trigger
+// function and the triggers, replaced if they exist (upgrade.sql).
+func upgradeDDL(n ddlNames) string {
+	var b strings.Builder
+	b.WriteString(functionDDL(n))
+	for _, tr := range notifyTriggers {
+		b.WriteString(`DROP TRIGGER IF EXISTS ` + n.trigger(tr) + ` ON ` + n.table + `;
+`)
+		b.WriteString(createTriggerDDL(n, tr))
+	}
+	return b.String()
+}
+
 // ddl is the whole DDL for the names: schema.sql for the default ones.
+// The triggers notify the default channel; with no schema it is the one
+// of a table in schema public.
 func ddl(schema, table string) string {
-	n := newDDLNames(schema, table)
-	return tableDDL(n) + indexDDL(n)
+	channelSchema := schema
+	if channelSchema == "" {
+		channelSchema = "public"
+	}
+	n := newDDLNames(schema, table, defaultChannel(channelSchema, table))
+	return tableDDL(n) + indexDDL(n) + upgradeDDL(n)
 }

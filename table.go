@@ -2,7 +2,9 @@ package pgsession
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -24,7 +26,7 @@ const ddlLockClass = 0x70677364 // "pgsd"
 func (s *Store) createTable(ctx context.Context) error {
 	indexed, err := s.indexed(ctx, s.pool)
 	if err == nil && !indexed {
-		n := newDDLNames(s.cfg.Schema, s.cfg.Table)
+		n := newDDLNames(s.cfg.Schema, s.cfg.Table, "")
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if err := s.lockDDL(ctx, tx); err != nil {
 				return err
@@ -83,8 +85,100 @@ func (s *Store) tableChannel(ctx context.Context) (string, error) {
 }
 
 // ensureTriggers makes sure the table's triggers notify the store's
-// channel of changes made by plain SQL. (Filled in by the schema work.)
-func (s *Store) ensureTriggers(ctx context.Context) error { return nil }
+// channel of changes made by other SQL: it creates what is missing (unless
+// SkipCreateTable), under the creation lock, and fails if the triggers
+// notify another channel. Triggers already in place cost one catalog
+// query and no lock: CREATE TRIGGER takes a SHARE ROW EXCLUSIVE lock on the
+// table, which a fleet must not take on every New.
+func (s *Store) ensureTriggers(ctx context.Context) error {
+	st, err := s.readTriggers(ctx, s.pool)
+	if err != nil {
+		return err
+	}
+	if err := st.check(s); err != nil || len(st.missing) == 0 {
+		return err
+	}
+	if s.cfg.SkipCreateTable {
+		return fmt.Errorf("session table %s lacks the triggers that tell every instance's cache of changes made by other SQL (%s): "+
+			"run upgrade.sql (beside schema.sql) as the table's owner, with the table's name in place of http_sessions and channel %q, or unset SkipCreateTable",
+			s.sql.table, strings.Join(st.missing, ", "), s.cfg.Channel)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.lockDDL(ctx, tx); err != nil {
+			return err
+		}
+		st, err := s.readTriggers(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := st.check(s); err != nil || len(st.missing) == 0 {
+			return err
+		}
+		// The resolved schema: the function goes beside the table.
+		n := newDDLNames(st.schema, st.table, s.cfg.Channel)
+		sql := functionDDL(n)
+		for _, tr := range notifyTriggers {
+			if slices.Contains(st.missing, objectName(st.table, tr.suffix)) {
+				sql += createTriggerDDL(n, tr)
+			}
+		}
+		_, err = tx.Exec(ctx, sql)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrInvalidConfig) {
+			return err
+		}
+		return fmt.Errorf("create the triggers of session table %s (set SkipCreateTable and run upgrade.sql yourself): %w", s.sql.table, err)
+	}
+	return nil
+}
+
+// triggerState is what the catalog says of the table's notify triggers.
+type triggerState struct {
+	schema, table string            // the table as PostgreSQL resolves it
+	channels      map[string]string // trigger name -> the channel it notifies
+	missing       []string          // names of the triggers not there
+}
+
+func (s *Store) readTriggers(ctx context.Context, q querier) (triggerState, error) {
+	var st triggerState
+	var names []string
+	var args [][]byte
+	err := q.QueryRow(ctx, `SELECT n.nspname, c.relname,
+			ARRAY(SELECT t.tgname::text FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid ORDER BY t.tgname),
+			ARRAY(SELECT t.tgargs FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid ORDER BY t.tgname)
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = $1::regclass`, s.sql.table).Scan(&st.schema, &st.table, &names, &args)
+	if err != nil {
+		return st, fmt.Errorf("read the triggers of session table %s: %w", s.sql.table, err)
+	}
+	st.channels = make(map[string]string)
+	for _, tr := range notifyTriggers {
+		name := objectName(st.table, tr.suffix)
+		i := slices.Index(names, name)
+		if i < 0 {
+			st.missing = append(st.missing, name)
+			continue
+		}
+		// tgargs holds each argument followed by a NUL byte.
+		st.channels[name] = strings.TrimSuffix(string(args[i]), "\x00")
+	}
+	return st, nil
+}
+
+// check fails if a trigger notifies a channel other than the store's: the
+// instances that write the table would not hear each other.
+func (st triggerState) check(s *Store) error {
+	for _, tr := range notifyTriggers {
+		name := objectName(st.table, tr.suffix)
+		if ch, ok := st.channels[name]; ok && ch != s.cfg.Channel {
+			return fmt.Errorf("%w: session table %s's trigger %s notifies channel %q while Config.Channel is %q: instances sharing a table must share a channel",
+				ErrInvalidConfig, s.sql.table, pgx.Identifier{name}.Sanitize(), ch, s.cfg.Channel)
+		}
+	}
+	return nil
+}
 
 // checkTable makes sure the table is there with the columns the store
 // uses, and that the connecting role may do everything the store does with

@@ -128,6 +128,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		// Something is missing: New would create it, and may not.
 		for _, drop := range []string{
 			"DROP INDEX " + pgx.Identifier{cfg.Table + "_expires_at_idx"}.Sanitize(),
+			"DROP TRIGGER " + pgx.Identifier{cfg.Table + "_notify_update"}.Sanitize() + " ON " + pgx.Identifier{cfg.Table}.Sanitize(),
 		} {
 			if _, err := testDB.pool.Exec(ctx, drop); err != nil {
 				t.Fatal(err)
@@ -227,7 +228,7 @@ func TestDDLInjectionDoesNotRun(t *testing.T) {
 }
 
 // TestDDLWithCommentMarkersInNames: names with -- and /* in them make
-// exactly the table, its key and its index.
+// exactly the table, its key, its index, its function and its triggers.
 func TestDDLWithCommentMarkersInNames(t *testing.T) {
 	t.Parallel()
 	requireDB(t)
@@ -256,10 +257,16 @@ func TestDDLWithCommentMarkersInNames(t *testing.T) {
 	}
 	want := map[string][]string{
 		"relations": {table, table + "_expires_at_idx", table + "_pkey"},
+		"functions": {table + "_notify"},
+		"triggers":  {table + "_notify_delete", table + "_notify_truncate", table + "_notify_update"},
 	}
 	got := map[string][]string{
 		"relations": objects(`SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_class c
 			JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`),
+		"functions": objects(`SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
+			JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1`),
+		"triggers": objects(`SELECT array_agg(t.tgname::text ORDER BY t.tgname) FROM pg_trigger t
+			JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("objects in the schema:\n%q\nwant\n%q", got, want)
@@ -272,10 +279,10 @@ func TestDDLWithCommentMarkersInNames(t *testing.T) {
 	}
 }
 
-// TestLongestTableNameGetsItsIndex: PostgreSQL truncated the
+// TestLongestTableNameGetsItsIndexAndTriggers: PostgreSQL truncated the
 // index name of a 63-byte table to the table's own name, and CREATE INDEX
 // IF NOT EXISTS then skipped the index without a word.
-func TestLongestTableNameGetsItsIndex(t *testing.T) {
+func TestLongestTableNameGetsItsIndexAndTriggers(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	cfg.Table += strings.Repeat("x", 63-len(cfg.Table))
@@ -287,6 +294,9 @@ func TestLongestTableNameGetsItsIndex(t *testing.T) {
 	s := newStore(t, testDB.pool, cfg)
 	if n := expiresAtIndexes(t, cfg.Table); n != 1 {
 		t.Fatalf("%d indexes on expires_at, want 1", n)
+	}
+	if got := triggersOf(t, cfg.Table); len(got) != 3 {
+		t.Fatalf("triggers %q, want 3", got)
 	}
 	// A second instance finds everything in place.
 	newStore(t, newPool(t, testDB.url), cfg)
