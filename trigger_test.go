@@ -374,8 +374,8 @@ func TestNewUpgradesATableWithoutTriggers(t *testing.T) {
 
 // TestUpgradeFile: upgrade.sql, with the table's name in place of
 // http_sessions as the README says, upgrades a table for SkipCreateTable.
-// (That works for names of up to 48 bytes; longer ones get shortened
-// object names, which New's error lists.)
+// (That works for names of up to 46 bytes; longer ones get shortened
+// channel and trigger names, which New's error lists.)
 func TestUpgradeFile(t *testing.T) {
 	t.Parallel()
 	cfg, c := oldTable(t, 0)
