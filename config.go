@@ -345,12 +345,19 @@ func checkIdentifier(field, name string) error {
 	return nil
 }
 
-// rowLifetime is how long a row written with cookie MaxAge maxAge lives.
-func (c *Config) rowLifetime(maxAge int) time.Duration {
-	if maxAge > 0 {
-		return time.Duration(maxAge) * time.Second
+// rowLifetime is how long a row written with cookie MaxAge maxAge lives. A
+// MaxAge whose lifetime overflows time.Duration is an error wrapping
+// ErrInvalidConfig, and nothing may be written with it: the lifetime would
+// wrap around (New rejects such a Config.Cookie; this catches a session's
+// own Options).
+func (c *Config) rowLifetime(maxAge int) (time.Duration, error) {
+	if int64(maxAge) > maxCookieMaxAge {
+		return 0, fmt.Errorf("%w: cookie MaxAge %d seconds overflows (at most %d)", ErrInvalidConfig, maxAge, maxCookieMaxAge)
 	}
-	return c.BrowserSessionTTL
+	if maxAge > 0 {
+		return time.Duration(maxAge) * time.Second, nil
+	}
+	return c.BrowserSessionTTL, nil
 }
 
 // refreshLag is how far a stored expiry may lag before an unchanged Save

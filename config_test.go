@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgsession/pgsession"
 )
@@ -103,4 +106,43 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			t.Fatalf("New: got %v, want ErrInvalidConfig", err)
 		}
 	})
+}
+
+// TestSaveRejectsOverflowingMaxAge: a session's own Options.MaxAge whose
+// lifetime overflows time.Duration fails Save and Regenerate, which then
+// write nothing and set no cookie. (It used to wrap around: Save returned
+// nil and stored a row that had already expired.)
+func TestSaveRejectsOverflowingMaxAge(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := newStore(t, testDB.pool, cfg)
+	const years300 = 300 * 365 * 24 * 3600
+	sess, c := login(t, s, map[any]any{"n": 1})
+	sess.Values["n"] = 2
+	sess.Options.MaxAge = years300
+	for name, op := range map[string]func(http.ResponseWriter) error{
+		"Save":       func(w http.ResponseWriter) error { return s.Save(request(c), w, sess) },
+		"Regenerate": func(w http.ResponseWriter) error { return s.Regenerate(request(c), w, sess) },
+	} {
+		w := httptest.NewRecorder()
+		if err := op(w); !errors.Is(err, pgsession.ErrInvalidConfig) || !strings.Contains(err.Error(), "overflows") {
+			t.Fatalf("%s with MaxAge %d: %v, want ErrInvalidConfig saying it overflows", name, years300, err)
+		}
+		if responseCookie(t, w) != nil {
+			t.Fatalf("a failed %s set a cookie", name)
+		}
+	}
+	fresh := get(t, s, nil)
+	fresh.Values["n"] = 3
+	fresh.Options.MaxAge = years300
+	if err := s.Save(request(nil), httptest.NewRecorder(), fresh); !errors.Is(err, pgsession.ErrInvalidConfig) || fresh.ID != "" {
+		t.Fatalf("Save of a new session: %v, ID %q", err, fresh.ID)
+	}
+	if got := get(t, newStore(t, testDB.pool, cfg), c); got.IsNew || got.Values["n"] != 1 {
+		t.Fatalf("the stored session changed: new %v, values %v", got.IsNew, got.Values)
+	}
+	var rows int
+	if err := testDB.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{cfg.Table}.Sanitize()).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("%d rows (%v), want the one session", rows, err)
+	}
 }
