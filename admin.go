@@ -53,7 +53,10 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 		return err
 	}
 	k := sha256.Sum256(tok[:])
-	lifetime := s.cfg.rowLifetime(opts.MaxAge)
+	lifetime, err := s.cfg.rowLifetime(opts.MaxAge)
+	if err != nil {
+		return err
+	}
 	now := s.now()
 
 	var version int64

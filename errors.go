@@ -24,7 +24,9 @@ var (
 	// Config.MaxLength. Nothing is written and the stored session is unchanged.
 	ErrTooLarge = errors.New("pgsession: session too large")
 
-	// ErrInvalidConfig is wrapped by New when the configuration cannot work.
+	// ErrInvalidConfig is wrapped by New when the configuration cannot work,
+	// and by Save and Regenerate for a session whose Options.MaxAge
+	// overflows.
 	ErrInvalidConfig = errors.New("pgsession: invalid config")
 
 	// ErrInvalidID is returned by Save and Regenerate when session.ID was

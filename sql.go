@@ -33,7 +33,9 @@ type queries struct {
 // notify only changes made by other SQL (an admin's DELETE, a migration's
 // UPDATE): the store's statements notify for themselves, with versions, or
 // need no notification (an expiry-only refresh, a purge of expired rows).
-// Every UPDATE and DELETE of the store has it in its WHERE clause: an
+// Every statement of the store that writes has it in a WHERE clause (an
+// upsert in its INSERT's, so that even a plain insert, which fires the
+// UPDATE statement trigger too, skips the trigger's function): an
 // uncorrelated subquery, evaluated before the first row changes, whose
 // setting ends with the transaction.
 const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = 'on'`
@@ -62,7 +64,7 @@ func newQueries(schema, table string) queries {
 		// transaction: it is delivered if and only if the write commits.
 		upsert: `WITH w AS (
 				INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-				VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
+				SELECT $1::bytea, $2::bytea, now() + $3::bigint * interval '1 microsecond' WHERE ` + storeWrite + `
 				` + onConflict + `
 				RETURNING version)
 			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
@@ -104,7 +106,7 @@ func batchSQL(t string) string {
 			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS u(key_hash, data, us)),
 		w AS (
 			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u
+			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u WHERE ` + storeWrite + `
 			` + onConflict + `
 			RETURNING key_hash, version),
 		ts AS (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `),

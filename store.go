@@ -235,7 +235,10 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		return err
 	}
 	k := sha256.Sum256(tok[:])
-	lifetime := s.cfg.rowLifetime(opts.MaxAge)
+	lifetime, err := s.cfg.rowLifetime(opts.MaxAge)
+	if err != nil {
+		return err
+	}
 	now := s.now()
 
 	// A Save that shortens the lifetime (a smaller MaxAge) is a full write:
