@@ -305,8 +305,11 @@ const rawOrigin = "rawfloor"
 func rawStatements(table string, notify bool) (load, upsert string) {
 	t := pgx.Identifier{table}.Sanitize()
 	load = `SELECT data FROM ` + t + ` WHERE key_hash = $1`
+	// Marked as pgsession marks its own writes, so that the table's
+	// triggers (which notify changes made by plain SQL) stay out of it.
 	write := `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-		VALUES ($1, $2, now() + $3::bigint * interval '1 microsecond')
+		SELECT $1::bytea, $2::bytea, now() + $3::bigint * interval '1 microsecond'
+		WHERE (SELECT set_config('pgsession.store_write', 'on', true)) = 'on'
 		ON CONFLICT (key_hash) DO UPDATE
 		SET data = excluded.data, expires_at = excluded.expires_at,
 			version = s.version + 1, updated_at = now()
