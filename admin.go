@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The administration API: operations on sessions beyond Get and Save.
@@ -23,7 +25,9 @@ func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sess
 		return ErrClosed
 	}
 	defer s.writes.leave()
-	if err := s.regenerate(r.Context(), w, session); err != nil {
+	ctx, cancel := s.writeContext(r.Context())
+	defer cancel()
+	if err := s.regenerate(ctx, w, session); err != nil {
 		s.counters.errors.Add(1)
 		return fmt.Errorf("regenerate session: %w", explain(err))
 	}
@@ -59,7 +63,7 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 	}
 	now := s.now()
 
-	var version int64
+	var version, remainingUS int64
 	rt := s.cache.begin(k)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if old != nil {
@@ -77,7 +81,8 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 				return ErrDeleted
 			}
 		}
-		return tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.Channel, s.prefix).Scan(&version)
+		return tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.refreshLag(lifetime).Microseconds(),
+			s.cfg.Channel, s.prefix).Scan(&version, &remainingUS)
 	})
 	if old != nil {
 		s.cache.remove(*old) // also on error: the commit may have happened
@@ -87,7 +92,7 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 		return err
 	}
 	s.counters.saves.Add(1)
-	e := newEntry(data, version, now.Add(lifetime), now)
+	e := newEntry(data, version, now.Add(time.Duration(remainingUS)*time.Microsecond), now)
 	s.cache.add(k, e, rt)
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, version, e)
@@ -106,26 +111,78 @@ func (s *Store) Len(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Clear deletes every session in the table, and every instance drops its
-// whole cache.
-func (s *Store) Clear(ctx context.Context) error {
+// clearBatch is how many sessions one statement of Clear logs out: enough
+// to make progress, few enough that a Save of one of them waits at most
+// for one short transaction.
+const clearBatch = 1000
+
+// Clear logs out every session that exists when it is called, on every
+// instance, and returns how many it logged out; sessions created meanwhile
+// (logins during the Clear) stay. It works in batches of a thousand, each
+// its own short transaction that tells every instance to drop its cache,
+// so it never holds locks for long or stalls concurrent Saves; it skips
+// rows other transactions hold and comes back for them at the end. When
+// ctx ends (or a batch fails) it stops and returns how many it had logged
+// out, with the error: those stay logged out everywhere. Expired rows are
+// left to the purger.
+func (s *Store) Clear(ctx context.Context) (int64, error) {
 	if !s.writes.enter() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	defer s.writes.leave()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, s.sql.clear); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.cfg.Channel, s.prefix+clearItem)
-		return err
-	})
-	s.cache.drop() // also on error: the commit may have happened
-	if err != nil {
+	var started time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT now()`).Scan(&started); err != nil {
 		s.counters.errors.Add(1)
-		return fmt.Errorf("clear sessions: %w", explain(err))
+		return 0, fmt.Errorf("clear sessions: %w", err)
 	}
-	return nil
+	var total int64
+	fail := func(err error) (int64, error) {
+		s.counters.errors.Add(1)
+		return total, fmt.Errorf("clear sessions: %d logged out, then: %w", total, explain(err))
+	}
+	// Walk the table in key order, skipping rows other transactions hold.
+	after := []byte{}
+	for after != nil {
+		n, last, err := s.clearBatch(ctx, s.sql.clear, started, after)
+		total += n
+		if err != nil {
+			return fail(err)
+		}
+		after = last
+	}
+	// Then what was skipped, waiting for it.
+	for {
+		n, _, err := s.clearBatch(ctx, s.sql.clearWait, started, []byte{})
+		total += n
+		if err != nil {
+			return fail(err)
+		}
+		if n < clearBatch {
+			return total, nil
+		}
+	}
+}
+
+// clearBatch logs out one batch with the statement q: the live sessions
+// created up to started, in the window of keys after after. It returns how
+// many it logged out and the window's last key (nil at the end).
+func (s *Store) clearBatch(ctx context.Context, q string, started time.Time, after []byte) (int64, []byte, error) {
+	bctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	var n, notified int64
+	var last []byte
+	err := s.pool.QueryRow(bctx, q, clearBatch, s.cfg.Channel, s.prefix+clearItem, started, after).Scan(&n, &last, &notified)
+	if n > 0 || err != nil {
+		s.cache.drop() // also on error: the commit may have happened
+	}
+	if err != nil && ctx.Err() != nil {
+		if pgconn.SafeToRetry(err) {
+			err = notSent(ctx)
+		} else {
+			err = sentUncertain(ctx)
+		}
+	}
+	return n, last, err
 }
 
 // Delete deletes the session whose session.ID is token, on every instance:

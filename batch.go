@@ -14,14 +14,18 @@ import (
 // A transaction that sent a notification takes a cluster-wide lock at
 // commit and holds it through the WAL flush, so such commits serialize.
 // The committer combines concurrent writes of one Store: a write that finds
-// no commit in flight goes at once, alone; writes that arrive while one is
-// in flight queue up and go together in the next transaction, one
-// multi-row statement with one notification per 90 sessions. The lock is
-// then taken once per batch, not once per write.
-
-// batchTimeout bounds the commit of a batch: it runs detached from the
-// request that happens to carry it, since other requests' writes ride in it.
-const batchTimeout = 30 * time.Second
+// no commit in flight goes at once, alone, on its caller's goroutine;
+// writes that arrive while one is in flight queue up and go together in
+// the next transaction, one multi-row statement with one notification per
+// 90 sessions, on a goroutine of the committer's own. The lock is then
+// taken once per batch, not once per write.
+//
+// No write waits for another's row lock: the committer's statements skip
+// rows other transactions hold (FOR UPDATE SKIP LOCKED) and hand those
+// writes back to their callers, which write them alone, waiting only under
+// their own context. Each caller waits for its write under its own context
+// too: a write still queued when its context ends is taken out (nothing
+// written); one already sent may still commit (ErrUncertain).
 
 // notifyItemsPerPayload keeps a batch's notifications under maxPayload: an
 // item is at most 64 hex digits, a colon, 19 digits and a space.
@@ -32,15 +36,22 @@ type writeOp struct {
 	key        keyHash
 	data       []byte // nil for a delete
 	lifetimeUS int64
+	lagUS      int64 // the refresh lag: a stored expiry this close to the new one stays
 	del        bool
 
-	// The outcome, set before done is closed.
-	version    int64 // the row version written; for a delete, 1 if a row was deleted
-	superseded bool  // a later write of the same session in the batch won
-	err        error
+	// The outcome, set before done is closed (or before commit returns).
+	res     writeResult
+	err     error
+	skipped bool // another transaction holds the row: the caller writes it alone
 
-	done chan struct{}   // closed when the outcome is set
-	lead chan []*writeOp // receives a batch this op's goroutine must commit
+	done chan struct{} // closed when the outcome is set; nil for a write committed by its caller
+}
+
+// writeResult is what a write stored.
+type writeResult struct {
+	version    int64         // the row version written; for a delete, 1 if a row was deleted
+	remaining  time.Duration // the row's lifetime left after the write, on the database clock
+	superseded bool          // a later write of the same session in the batch won
 }
 
 // committer batches the writes of one Store.
@@ -53,59 +64,93 @@ type committer struct {
 	queue []*writeOp
 }
 
-// write commits op, alone or in a batch, and returns once op's own outcome
-// is known.
-func (c *committer) write(ctx context.Context, op *writeOp) {
-	op.done = make(chan struct{})
+// write commits op, alone or in a batch, and returns once op's outcome is
+// known or ctx ends.
+func (c *committer) write(ctx context.Context, op *writeOp) (writeResult, error) {
 	c.mu.Lock()
 	if !c.busy {
 		c.busy = true
 		c.mu.Unlock()
-		c.commitAndHandOff(ctx, []*writeOp{op})
-		return
+		c.s.commit(ctx, []*writeOp{op})
+		c.next()
+		return c.s.finish(ctx, op)
 	}
-	op.lead = make(chan []*writeOp, 1)
+	op.done = make(chan struct{})
 	c.queue = append(c.queue, op)
 	c.mu.Unlock()
 	select {
 	case <-op.done:
-	case batch := <-op.lead:
-		// Chosen to carry the next batch (op is in it). The request's
-		// context must not cancel the others' writes.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
-		defer cancel()
-		c.commitAndHandOff(bctx, batch)
+		return c.s.finish(ctx, op)
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if i := slices.Index(c.queue, op); i >= 0 {
+		c.queue = slices.Delete(c.queue, i, i+1)
+		c.mu.Unlock()
+		return writeResult{}, notSent(ctx)
+	}
+	c.mu.Unlock()
+	select {
+	case <-op.done: // finished meanwhile
+		return c.s.finish(ctx, op)
+	default:
+		return writeResult{}, sentUncertain(ctx)
 	}
 }
 
-// commitAndHandOff commits batch, hands whatever queued up meanwhile to the
-// first of those writers to commit next, and then releases batch's writers.
-func (c *committer) commitAndHandOff(ctx context.Context, batch []*writeOp) {
-	c.s.commit(ctx, batch)
+// next starts a goroutine that commits what queued up while the caller's
+// own write was in flight, batch after batch, or marks the committer idle.
+func (c *committer) next() {
 	c.mu.Lock()
 	if len(c.queue) == 0 {
 		c.busy = false
 		c.mu.Unlock()
-	} else {
-		n := min(len(c.queue), c.max)
-		next := make([]*writeOp, n)
-		copy(next, c.queue)
-		c.queue = append(c.queue[:0], c.queue[n:]...)
-		c.mu.Unlock()
-		next[0].lead <- next
+		return
 	}
-	for _, op := range batch {
-		close(op.done)
+	batch := c.takeLocked()
+	c.mu.Unlock()
+	c.s.wg.Go(func() { c.run(batch) })
+}
+
+// takeLocked takes the next batch off the queue.
+func (c *committer) takeLocked() []*writeOp {
+	n := min(len(c.queue), c.max)
+	batch := slices.Clone(c.queue[:n])
+	c.queue = slices.Delete(c.queue, 0, n)
+	return batch
+}
+
+// run commits batch, and then each batch that queued up meanwhile, until
+// the queue is empty. A batch is bounded by the write timeout, not by any
+// one request's context: other requests' writes ride in it.
+func (c *committer) run(batch []*writeOp) {
+	for {
+		ctx, cancel := c.s.writeContext(context.Background())
+		c.s.commit(ctx, batch)
+		cancel()
+		for _, op := range batch {
+			close(op.done)
+		}
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.busy = false
+			c.mu.Unlock()
+			return
+		}
+		batch = c.takeLocked()
+		c.mu.Unlock()
 	}
 }
 
-// commit writes batch and sets every op's outcome. Two writes of one
-// session in a batch: the later wins, and the earlier learns the outcome of
-// the later. But a save queued after a delete of its session is refused
-// with ErrDeleted, as it would have been one batch later: a logout is never
-// undone by a request that loaded the session before it. A multi-row batch
-// that fails is retried write by write, so one bad write cannot fail the
-// others.
+// commit writes batch and sets every op's outcome, skipping (never waiting
+// for) rows other transactions hold. Two writes of one session in a batch:
+// the later wins, and the earlier learns the outcome of the later. But a
+// save queued after a delete of its session is refused with ErrDeleted, as
+// it would have been one batch later: a logout is never undone by a request
+// that loaded the session before it. A multi-row batch that fails is
+// retried write by write, each under a fresh write timeout, so one bad
+// write cannot fail the others; a batch that ran out of time is not
+// retried: its writes may have committed.
 func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	last := make(map[keyHash]*writeOp, len(batch))
 	var unique []*writeOp
@@ -128,65 +173,83 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 		s.counters.batchedWrites.Add(int64(len(batch)))
 	}
 	if len(unique) == 1 {
-		s.commitOne(ctx, unique[0])
+		s.commitOne(ctx, unique[0], true)
 	} else if err := s.commitMany(ctx, unique); err != nil {
-		s.counters.batchRetries.Add(1)
-		s.log.Debug("pgsession: batch failed, retrying write by write", "writes", len(unique), "err", err)
-		for _, op := range unique {
-			s.commitOne(ctx, op)
+		if ctx.Err() != nil {
+			for _, op := range unique {
+				op.err = sentUncertain(ctx)
+			}
+		} else {
+			s.counters.batchRetries.Add(1)
+			s.log.Debug("pgsession: batch failed, retrying write by write", "writes", len(unique), "err", err)
+			for _, op := range unique {
+				octx, cancel := s.writeContext(context.Background())
+				s.commitOne(octx, op, true)
+				cancel()
+			}
 		}
 	}
 	for _, op := range batch {
 		if w := last[op.key]; w != op && !errors.Is(op.err, ErrDeleted) {
-			op.version, op.err, op.superseded = w.version, w.err, true
+			if w.skipped {
+				// Both go alone, each on its own caller's goroutine, as two
+				// concurrent writes without batching would.
+				op.skipped = true
+				continue
+			}
+			op.res, op.err = w.res, w.err
+			op.res.superseded = true
 		}
 	}
 }
 
 // commitMany writes ops, of distinct sessions, in one statement.
 func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
-	// Rows are locked in key order, so that two instances committing
-	// batches of the same sessions cannot deadlock.
 	ops = slices.Clone(ops)
 	slices.SortFunc(ops, func(a, b *writeOp) int { return bytes.Compare(a.key[:], b.key[:]) })
 	var keys, data [][]byte
-	var lifetimes []int64
+	var lifetimes, lags []int64
 	var dels [][]byte
 	for _, op := range ops {
 		if op.del {
 			dels = append(dels, op.key[:])
 			continue
 		}
-		keys, data, lifetimes = append(keys, op.key[:]), append(data, op.data), append(lifetimes, op.lifetimeUS)
+		keys, data = append(keys, op.key[:]), append(data, op.data)
+		lifetimes, lags = append(lifetimes, op.lifetimeUS), append(lags, op.lagUS)
 	}
-	rows, err := s.pool.Query(ctx, s.sql.batch, keys, data, lifetimes, dels, s.cfg.Channel, s.prefix)
+	rows, err := s.pool.Query(ctx, s.sql.batch, keys, data, lifetimes, lags, dels, s.cfg.Channel, s.prefix)
 	if err != nil {
 		return err
 	}
-	versions := make(map[keyHash]int64, len(ops))
+	type outcome struct{ version, remainingUS int64 }
+	got := make(map[keyHash]outcome, len(ops))
 	for rows.Next() {
 		var k []byte
-		var v int64
-		if err := rows.Scan(&k, &v); err != nil {
+		var o outcome
+		if err := rows.Scan(&k, &o.version, &o.remainingUS); err != nil {
 			rows.Close()
 			return err
 		}
-		versions[keyHash(k)] = v
+		got[keyHash(k)] = o
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, op := range ops {
-		v, ok := versions[op.key]
+		o, ok := got[op.key]
 		switch {
+		case ok && o.version < 0:
+			op.skipped = true
 		case op.del && ok:
-			op.version = 1
+			op.res.version = 1
 		case op.del:
-			op.version = 0 // nothing to delete
+			op.res.version = 0 // nothing to delete
 		case !ok:
 			op.err = ErrDeleted // the upsert met a tombstone
 		default:
-			op.version = v
+			op.res.version = o.version
+			op.res.remaining = time.Duration(o.remainingUS) * time.Microsecond
 		}
 	}
 	return nil

@@ -25,6 +25,7 @@ const (
 	DefaultScavengeInterval  = time.Second
 	DefaultPurgeInterval     = 5 * time.Minute
 	DefaultMaxBatch          = 128
+	DefaultWriteTimeout      = 30 * time.Second
 )
 
 // minHashKeyLen is the shortest accepted securecookie hash key.
@@ -172,6 +173,13 @@ type Config struct {
 	// served either way).
 	PurgeInterval time.Duration
 
+	// WriteTimeout bounds every write (Save, logout, Regenerate, Delete,
+	// one batch of Clear) whose request has no earlier deadline, and so
+	// bounds Close, which waits for writes under way. A write that runs out
+	// of it fails with context.DeadlineExceeded (and ErrUncertain if it had
+	// been sent). Default 30 seconds; negative means none.
+	WriteTimeout time.Duration
+
 	// MaxBatch is the largest number of writes (Saves and deletes) of this
 	// store that commit together. Writes that arrive while another commit
 	// is in flight queue up and go in the next transaction: one multi-row
@@ -299,6 +307,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	switch {
+	case c.WriteTimeout == 0:
+		c.WriteTimeout = DefaultWriteTimeout
+	case c.WriteTimeout < 0:
+		c.WriteTimeout = 0 // none
 	}
 	switch {
 	case c.MaxBatch == 0:

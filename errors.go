@@ -45,6 +45,15 @@ var (
 	// could never be kept coherent. The message names the likely causes.
 	ErrNotHeard = errors.New("pgsession: listener does not hear the store's notifications")
 
+	// ErrUncertain is wrapped, with the context's error, by a write whose
+	// context ended after the write was sent to PostgreSQL: it may or may
+	// not have committed, and nobody can tell which until the session is
+	// read again. The store drops its cached copy and sets no cookie; the
+	// client keeps its previous cookie, which reads whichever version is
+	// stored. A write whose context ended before it was sent returns the
+	// context's error without ErrUncertain: nothing was written.
+	ErrUncertain = errors.New("pgsession: the write was sent and may have committed")
+
 	// ErrNotifyQueueFull is wrapped by writes that failed because the
 	// cluster's notification queue is full (SQLSTATE 54000): some session
 	// that LISTENs, in any database of the cluster, is not consuming

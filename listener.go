@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,8 +110,10 @@ type listener struct {
 
 	handoff chan string // payloads from the read loop to apply
 
-	probePrefix string        // what this listener's own probes start with
-	queueUsage  atomic.Uint64 // float64 bits: pg_notification_queue_usage() at the last probe
+	ownPrefix   string                   // what this store's own notifications start with
+	probePrefix string                   // what this listener's own probes start with
+	conn        atomic.Pointer[net.Conn] // the connection serve reads, for hangUp
+	queueUsage  atomic.Uint64            // float64 bits: pg_notification_queue_usage() at the last probe
 
 	echoes echoes // deletes waiting to hear their own notification
 
@@ -212,7 +215,8 @@ func newListener(c listenerConfig) *listener {
 		base:     time.Now(),
 		handoff:  make(chan string, c.handoff),
 	}
-	l.probePrefix = payloadPrefix(c.origin) + probeKey + ":"
+	l.ownPrefix = payloadPrefix(c.origin)
+	l.probePrefix = l.ownPrefix + probeKey + ":"
 	l.state.Store(int32(ListenerDown))
 	return l
 }
@@ -456,41 +460,55 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 
 // serve reads notifications from conn until it fails or ctx ends. It never
 // blocks on applying them.
+//
+// It waits without a context of its own, since a context with a deadline
+// costs a timer and a watching goroutine per notification, and every write
+// of this store is echoed here. The connection is closed under it instead:
+// when ctx ends, or by the prober when no probe came back within the lease
+// (a connection that died silently, or went deaf).
+//
+// This store's own echoes are applied here, not handed off: they are most
+// of the traffic, cheap to apply, and order does not matter, since every
+// invalidation only evicts what is older than the version it names.
 func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
+	netConn := conn.PgConn().Conn()
+	l.conn.Store(&netConn)
+	defer l.conn.Store(nil)
+	stop := context.AfterFunc(ctx, func() { _ = netConn.Close() })
+	defer stop()
 	for {
-		wctx, cancel := context.WithTimeout(ctx, l.wait)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		if err == nil {
-			if sent, ok := l.ownProbe(n.Payload); ok {
-				l.proofAt(sent)
-				continue
+		n, err := conn.WaitForNotification(context.Background())
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			select {
-			case l.handoff <- n.Payload:
-			default:
-				// Better to forget everything than to miss one invalidation.
-				l.cache.drop()
-				l.counters.drops.Add(1)
-				l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !pgconn.Timeout(err) || conn.IsClosed() {
 			return err
 		}
-		// Quiet for a while: make sure the connection is really there. A
-		// ping proves the connection, not that it hears the pool: only a
-		// probe renews the lease.
-		pctx, cancel := context.WithTimeout(ctx, l.wait)
-		err = conn.Ping(pctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("ping: %w", err)
+		p := n.Payload
+		if sent, ok := l.ownProbe(p); ok {
+			l.proofAt(sent)
+			continue
 		}
+		if strings.HasPrefix(p, l.ownPrefix) {
+			l.applyPayload(p)
+			continue
+		}
+		select {
+		case l.handoff <- p:
+		default:
+			// Better to forget everything than to miss one invalidation.
+			l.cache.drop()
+			l.counters.drops.Add(1)
+			l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
+		}
+	}
+}
+
+// hangUp closes the listening connection under serve, which then returns
+// and the listener reconnects.
+func (l *listener) hangUp() {
+	if c := l.conn.Load(); c != nil {
+		_ = (*c).Close()
 	}
 }
 
@@ -522,6 +540,9 @@ func (l *listener) runProber(ctx context.Context) {
 		switch up := ListenerState(l.state.Load()) == ListenerUp; {
 		case up && !l.alive():
 			l.outageBegins("listener heard no probe within the lease", "lease", l.lease, "probe_err", probeErr)
+			// Silently dead, or deaf: start over with a connection that
+			// proves it hears.
+			l.hangUp()
 		case l.alive():
 			l.outageEnds("listener hears probes again")
 		}
@@ -544,21 +565,28 @@ func (l *listener) apply() {
 		if l.hook != nil {
 			l.hook()
 		}
-		origin, items, err := parsePayload(p)
-		if err == nil && probesOnly(items) {
-			continue // another instance's probe
-		}
-		l.counters.notifications.Add(1)
-		if err != nil {
-			l.counters.badNotifications.Add(1)
-			l.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
-			continue
-		}
-		// This store's own writes are echoed too. Its entry of the version
-		// it wrote stays; an older one is evicted (the write's own add may
-		// have been dropped, say by a reconnect's drop, while a read of the
-		// older version landed), but not counted: nothing changed elsewhere.
-		own := origin == l.origin
+		l.applyPayload(p)
+	}
+}
+
+// applyPayload evicts what one notification names.
+func (l *listener) applyPayload(p string) {
+	origin, items, err := parsePayload(p)
+	if err == nil && probesOnly(items) {
+		return // another instance's probe
+	}
+	l.counters.notifications.Add(1)
+	if err != nil {
+		l.counters.badNotifications.Add(1)
+		l.log.Warn("pgsession: ignored a malformed notification", "channel", l.channel, "payload_len", len(p))
+		return
+	}
+	// This store's own writes are echoed too. Its entry of the version
+	// it wrote stays; an older one is evicted (the write's own add may
+	// have been dropped, say by a reconnect's drop, while a read of the
+	// older version landed), but not counted: nothing changed elsewhere.
+	own := origin == l.origin
+	{
 		for _, it := range items {
 			if it.all {
 				if !own { // this store's own Clear dropped its cache already

@@ -47,7 +47,7 @@ func TestPurgeRemovesExactlyTheExpiredInBatches(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	cfg.PurgeInterval = -1
-	counter := &statementCounter{match: "SKIP LOCKED"}
+	counter := &statementCounter{match: "DELETE FROM"}
 	s := newStore(t, tracedPool(t, counter), cfg)
 	pgsession.SetPurgeBatch(s, 10)
 	var live []*http.Cookie
@@ -84,7 +84,7 @@ func TestOnlyOneInstancePurgesAtATime(t *testing.T) {
 	ctx := context.Background()
 
 	// a is held inside its first batch, with the purge lock taken.
-	hold := &statementCounter{match: "SKIP LOCKED", hold: make(chan struct{}), held: make(chan struct{})}
+	hold := &statementCounter{match: "DELETE FROM", hold: make(chan struct{}), held: make(chan struct{})}
 	a := newStore(t, tracedPool(t, hold), cfg)
 	b := newStore(t, testDB.pool, cfg)
 	pgsession.SetPurgeBatch(a, 100)

@@ -19,14 +19,17 @@ import (
 type queries struct {
 	table      string // quoted, schema-qualified table name
 	load       string
-	upsert     string
+	upsert     string // waits for a row locked elsewhere
+	upsertSkip string // reports a row locked elsewhere instead of waiting
 	refresh    string
-	delete     string
-	batch      string
+	delete     string // waits for a row locked elsewhere
+	deleteSkip string // reports a row locked elsewhere instead of waiting
+	batch      string // skips rows locked elsewhere
 	tombstoned string
 	purge      string
 	count      string
-	clear      string
+	clear      string // one bounded batch
+	clearWait  string
 }
 
 // storeWrite marks a statement as the store's own. The table's triggers
@@ -62,18 +65,28 @@ func newQueries(schema, table string) queries {
 			` WHERE key_hash = $1 AND expires_at > now()`,
 		// The notification goes in the same statement, so in the same
 		// transaction: it is delivered if and only if the write commits.
-		upsert: `WITH w AS (
-				INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-				SELECT $1::bytea, $2::bytea, now() + $3::bigint * interval '1 microsecond' WHERE ` + storeWrite + `
-				` + onConflict + `
-				RETURNING version)
-			SELECT w.version FROM w, pg_notify($4, $5 || encode($1::bytea, 'hex') || ':' || w.version)`,
+		// Parameters: key, data, lifetime and refresh lag (microseconds),
+		// channel, payload prefix. It returns the version and the row's
+		// remaining lifetime; no row when it met a tombstone.
+		upsert: `WITH w AS (` + upsertRow(t, `true`) + `)
+			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)`,
+		// The same, unless another transaction holds the row: then it
+		// returns version -1 and writes nothing.
+		upsertSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
+			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy)`) + `)
+			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)
+			UNION ALL SELECT -1, 0 FROM busy`,
 		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
 			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted AND ` + storeWrite,
 		// A delete leaves a tombstone (see schema.sql); purge removes it
 		// once it expires.
 		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
 			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
+		// The same, unless another transaction holds the row: then -1.
+		deleteSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
+			d AS (` + tombstone(t, `key_hash IN (SELECT key_hash FROM lk)`) + `)
+			SELECT CASE WHEN EXISTS (SELECT FROM busy) THEN -1 ELSE
+				(SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')) END`,
 		batch: batchSQL(t),
 		tombstoned: `SELECT EXISTS (SELECT FROM ` + t +
 			` WHERE key_hash = $1 AND deleted AND expires_at > now())`,
@@ -83,12 +96,74 @@ func newQueries(schema, table string) queries {
 				SELECT key_hash FROM ` + t + ` WHERE expires_at <= now()
 				LIMIT $1 FOR UPDATE SKIP LOCKED) AND ` + storeWrite,
 		count: `SELECT count(*) FROM ` + t + ` WHERE expires_at > now() AND NOT deleted`,
-		// Tombstones too, so that requests under way cannot bring back
-		// what Clear removed.
-		clear: `WITH gone AS (DELETE FROM ` + t + ` WHERE expires_at <= now() AND ` + storeWrite + `)
-			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
-			WHERE NOT deleted AND expires_at > now() AND ` + storeWrite,
+		// Up to $1 live sessions become tombstones, so that requests under
+		// way cannot bring back what Clear removed, and every instance
+		// drops its cache ($2 channel, $3 payload). clear skips rows other
+		// transactions hold; clearWait, for what is left, waits for them.
+		clear:     clearSQL(t, false),
+		clearWait: clearSQL(t, true),
 	}
+}
+
+// upsertRow is the INSERT ... ON CONFLICT of one session ($1 key, $2 data,
+// $3 lifetime and $4 refresh lag in microseconds), done only when cond
+// holds. It keeps the row's expiry when that is at most the refresh lag
+// before the new one: expires_at is indexed, so an update that leaves it
+// alone can be a HOT update, touching neither the index nor a new page.
+// It returns the version and the row's remaining lifetime in microseconds.
+func upsertRow(t, cond string) string {
+	return `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
+		SELECT $1::bytea, $2::bytea, ` + keptExpiry(`o.expires_at`, `n.e`, `$4::bigint`) + `
+		FROM (SELECT now() + $3::bigint * interval '1 microsecond' AS e) n
+		LEFT JOIN ` + t + ` o ON o.key_hash = $1 AND NOT o.deleted
+		WHERE ` + cond + ` AND ` + storeWrite + `
+		` + onConflict + `
+		RETURNING s.version, ` + remainingUS + ` AS remaining`
+}
+
+// keptExpiry chooses the expiry a write stores: the current one (cur, NULL
+// for a new row) when it lies within lagUS microseconds before the new one
+// (next), else the new one.
+func keptExpiry(cur, next, lagUS string) string {
+	return `CASE WHEN ` + cur + ` <= ` + next + ` AND ` + cur + ` >= ` + next + ` - ` + lagUS + ` * interval '1 microsecond'
+		THEN ` + cur + ` ELSE ` + next + ` END`
+}
+
+// remainingUS is a written row's remaining lifetime, in microseconds on
+// the database clock.
+const remainingUS = `(extract(epoch FROM s.expires_at - now()) * 1000000)::bigint`
+
+// lockOrSkip are the CTEs lk, the rows matching where that this
+// transaction could lock, and busy, those another transaction holds.
+func lockOrSkip(t, where string) string {
+	return `lk AS (SELECT key_hash FROM ` + t + ` WHERE ` + where + ` FOR UPDATE SKIP LOCKED),
+		busy AS (SELECT key_hash FROM ` + t + ` WHERE ` + where + ` AND key_hash NOT IN (SELECT key_hash FROM lk))`
+}
+
+// clearSQL tombstones one batch of the live sessions created up to $4
+// ($1 sessions at most; $2 channel and $3 payload of the notification that
+// makes every instance drop its cache). The first pass walks the primary
+// key in windows of $1 keys after $5, so that each batch reads only its
+// own window, and skips rows other transactions hold; it returns the
+// window's last key, NULL at the end. The second pass (wait) takes what is
+// left, waiting for the locks.
+func clearSQL(t string, wait bool) string {
+	pick := `SELECT key_hash FROM ` + t + ` WHERE key_hash IN (SELECT key_hash FROM k)
+				AND NOT deleted AND expires_at > now() AND created_at <= $4 FOR UPDATE SKIP LOCKED`
+	window := `SELECT key_hash FROM ` + t + ` WHERE key_hash > $5 ORDER BY key_hash LIMIT $1`
+	if wait {
+		pick = `SELECT key_hash FROM ` + t + ` WHERE NOT deleted AND expires_at > now() AND created_at <= $4
+				AND $5::bytea IS NOT NULL LIMIT $1 FOR UPDATE`
+		window = `SELECT NULL::bytea AS key_hash`
+	}
+	return `WITH k AS (` + window + `),
+		c AS (
+			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+			WHERE key_hash IN (` + pick + `) AND ` + storeWrite + `
+			RETURNING 1),
+		n AS (SELECT count(*) AS n FROM c)
+		SELECT n.n, (SELECT key_hash FROM k ORDER BY key_hash DESC LIMIT 1),
+			(SELECT count(*) FROM (SELECT pg_notify($2, $3)) p WHERE n.n > 0) FROM n`
 }
 
 // tombstone is the statement that deletes the sessions matching where: it
@@ -98,27 +173,36 @@ func tombstone(t, where string) string {
 		WHERE ` + where + ` AND NOT deleted AND ` + storeWrite + ` RETURNING key_hash`
 }
 
-// batchSQL writes many sessions in one statement: a multi-row upsert, a
-// multi-row delete, and one notification per notifyItemsPerPayload
-// sessions, all in the statement's one transaction.
+// batchSQL writes many sessions in one statement: a multi-row upsert ($1
+// keys, $2 data, $3 lifetimes, $4 refresh lags), a multi-row delete ($5
+// keys), and one notification per notifyItemsPerPayload sessions ($6
+// channel, $7 prefix), all in the statement's one transaction. Rows that
+// another transaction holds are skipped, not waited for, so that one
+// locked session cannot stall the others' writes. It returns per key the
+// version written and the remaining lifetime; version 0 for a delete and
+// -1 for a skipped row. A key with no row was an upsert that met a
+// tombstone, or a delete of nothing.
 func batchSQL(t string) string {
 	return `WITH u AS (
-			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS u(key_hash, data, us)),
+			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[]) AS u(key_hash, data, us, lag)),
+		` + lockOrSkip(t, `key_hash = ANY($1::bytea[] || $5::bytea[])`) + `,
 		w AS (
 			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-			SELECT key_hash, data, now() + us * interval '1 microsecond' FROM u WHERE ` + storeWrite + `
+			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, `now() + u.us * interval '1 microsecond'`, `u.lag`) + `
+			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted
+			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + `
 			` + onConflict + `
-			RETURNING key_hash, version),
-		ts AS (` + tombstone(t, `key_hash = ANY($4::bytea[])`) + `),
-		d AS (
-			SELECT key_hash, 0::bigint AS version FROM ts),
+			RETURNING s.key_hash, s.version, ` + remainingUS + ` AS remaining),
+		ts AS (` + tombstone(t, `key_hash = ANY($5::bytea[]) AND key_hash IN (SELECT key_hash FROM lk)`) + `),
 		a AS (
-			SELECT key_hash, version FROM w UNION ALL SELECT key_hash, version FROM d),
+			SELECT key_hash, version, remaining FROM w
+			UNION ALL SELECT key_hash, 0, 0 FROM ts),
 		n AS (
-			SELECT pg_notify($5, $6 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
+			SELECT pg_notify($6, $7 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
 			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM a) x
 			GROUP BY chunk)
-		SELECT a.key_hash, a.version FROM a, (SELECT count(*) FROM n) c`
+		SELECT a.key_hash, a.version, a.remaining FROM a, (SELECT count(*) FROM n) c
+		UNION ALL SELECT key_hash, -1, 0 FROM busy`
 }
 
 // The table's DDL is built here from quoted names and quoted literals: a
@@ -231,7 +315,7 @@ func tableDDL(n ddlNames) string {
     -- Logged out. The row stays, empty, until expires_at, so that a request
     -- that loaded the session before the logout cannot save it back.
     deleted    boolean     NOT NULL DEFAULT false
-);
+) WITH (fillfactor = 75); -- room on each page for HOT updates of its sessions
 `
 }
 

@@ -44,6 +44,7 @@ type Stats struct {
 	Batches       int64 // commits that carried more than one write
 	BatchedWrites int64 // writes that went in such a commit
 	BatchRetries  int64 // batches that failed and were retried write by write
+	LockWaits     int64 // writes whose row another transaction held, so they went alone and waited for it
 }
 
 // MarshalJSON renders the snapshot for dashboards: field names as keys,
@@ -79,7 +80,7 @@ type counters struct {
 
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 
-	batches, batchedWrites, batchRetries atomic.Int64
+	batches, batchedWrites, batchRetries, lockWaits atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -113,6 +114,7 @@ func (s *Store) Stats() Stats {
 		Batches:       c.batches.Load(),
 		BatchedWrites: c.batchedWrites.Load(),
 		BatchRetries:  c.batchRetries.Load(),
+		LockWaits:     c.lockWaits.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDowntime = l.downTime()

@@ -200,21 +200,27 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 
 // Save writes the session to the database, then updates the cache and sets
 // the cookie. With Options.MaxAge < 0 it deletes the session and expires
-// the cookie instead. On any error nothing is cached, no cookie is set, and
-// what was stored before is unchanged.
+// the cookie instead. On any error nothing is cached and no cookie is set.
+// What is stored is then unchanged, with one exception: when the request's
+// context (or Config.WriteTimeout) ends after the write was sent, it may
+// still commit, and the error wraps ErrUncertain as well as the context's
+// error. Save waits for its write under the request's context only: a
+// session locked by another transaction delays no other session's Save.
 func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
 	if !s.writes.enter() {
 		return ErrClosed
 	}
 	defer s.writes.leave()
+	ctx, cancel := s.writeContext(r.Context())
+	defer cancel()
 	opts := session.Options
 	if opts == nil {
 		opts = s.cfg.Cookie
 	}
 	if opts.MaxAge < 0 {
-		return s.delete(r.Context(), w, session, opts)
+		return s.delete(ctx, w, session, opts)
 	}
-	if err := s.save(r.Context(), w, session, opts); err != nil {
+	if err := s.save(ctx, w, session, opts); err != nil {
 		s.counters.errors.Add(1)
 		return fmt.Errorf("save session: %w", err)
 	}
@@ -269,23 +275,26 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	}
 
 	rt := s.cache.begin(k)
-	version, superseded, err := s.write(ctx, k, data, lifetime, false)
+	res, err := s.write(ctx, k, data, lifetime, false)
 	if err != nil {
 		// ErrDeleted included: the session was logged out while this
-		// request held it, and stays logged out.
+		// request held it, and stays logged out. ErrUncertain too: the
+		// write may have committed, so no copy is kept.
 		s.cache.abort(k)
 		return err
 	}
 	s.counters.saves.Add(1)
 	var e *entry
-	if superseded {
+	if res.superseded {
 		s.cache.end(k) // the write that won caches its own data
 	} else {
-		e = newEntry(data, version, now.Add(lifetime), now)
+		// The row may have kept its expiry (see upsertRow): the entry
+		// lives as long as the row does, counted from before the write.
+		e = newEntry(data, res.version, now.Add(res.remaining), now)
 		s.cache.add(k, e, rt)
 	}
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, version, e)
+	return s.setCookie(w, session, opts, tok, res.version, e)
 }
 
 // encode serializes the session's values, within MaxLength.

@@ -164,7 +164,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	if err := s.Delete(ctx, sess.ID); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if err := s.Clear(ctx); err != nil {
+	if _, err := s.Clear(ctx); err != nil {
 		t.Fatalf("Clear: %v", err)
 	}
 	if st := s.Stats(); st.Errors != 0 || st.Listener != pgsession.ListenerUp {

@@ -204,7 +204,7 @@ func TestStoreWritesDoNotFireTheTriggers(t *testing.T) {
 	if got, err := s.PurgeExpired(ctx); err != nil || got != 3 {
 		t.Fatalf("PurgeExpired: %d, %v", got, err)
 	}
-	if err := s.Clear(ctx); err != nil {
+	if _, err := s.Clear(ctx); err != nil {
 		t.Fatal(err)
 	}
 	payloads := received(t, conn, pgsession.Channel(s))

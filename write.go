@@ -3,38 +3,108 @@ package pgsession
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The write path below Save and the admin API: every write of a session
 // goes through write, alone or group-committed (see batch.go).
 
 // write commits a write (or, with del, a delete) of k, batched with
-// concurrent ones unless batching is off. For a delete, version is 1 if a
-// row was deleted. superseded reports that a later write of k in the same
-// batch won, so this one's data is not what is stored.
-func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration, del bool) (version int64, superseded bool, err error) {
-	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), del: del}
+// concurrent ones unless batching is off, and returns once it committed,
+// failed or ctx ended. For a delete, the version is 1 if a row was deleted.
+// A superseded result means a later write of k in the same batch won, so
+// this one's data is not what is stored.
+//
+// When ctx ends first, the error wraps ctx's error, and tells what was
+// stored: a write not yet sent wrote nothing; one sent may still commit
+// (ErrUncertain).
+func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration, del bool) (writeResult, error) {
+	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), lagUS: s.cfg.refreshLag(lifetime).Microseconds(), del: del}
+	var res writeResult
+	var err error
 	if s.commits == nil {
-		s.commitOne(ctx, op)
+		s.commitOne(ctx, op, true)
+		res, err = s.finish(ctx, op)
 	} else {
-		s.commits.write(ctx, op)
+		res, err = s.commits.write(ctx, op)
 	}
-	return op.version, op.superseded, explain(op.err)
+	return res, explain(err)
 }
 
-// commitOne writes op in a statement of its own.
-func (s *Store) commitOne(ctx context.Context, op *writeOp) {
-	if op.del {
-		op.err = s.pool.QueryRow(ctx, s.sql.delete, op.key[:], s.cfg.Channel, s.prefix).Scan(&op.version)
-	} else {
-		op.err = s.pool.QueryRow(ctx, s.sql.upsert, op.key[:], op.data, op.lifetimeUS, s.cfg.Channel, s.prefix).Scan(&op.version)
-		if errors.Is(op.err, pgx.ErrNoRows) {
-			op.err = ErrDeleted // the upsert met a tombstone
+// finish returns op's outcome, first writing it alone, under the caller's
+// own context, if the committer skipped it because another transaction
+// holds its row: only this write waits for that lock.
+func (s *Store) finish(ctx context.Context, op *writeOp) (writeResult, error) {
+	if op.skipped {
+		op.skipped = false
+		s.counters.lockWaits.Add(1)
+		s.commitOne(ctx, op, false)
+	}
+	return op.res, op.err
+}
+
+// commitOne writes op in a statement of its own. With skip, a row another
+// transaction holds is not waited for: op.skipped is set instead.
+func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
+	var err error
+	switch {
+	case op.del:
+		q := s.sql.delete
+		if skip {
+			q = s.sql.deleteSkip
+		}
+		var n int64
+		if err = s.pool.QueryRow(ctx, q, op.key[:], s.cfg.Channel, s.prefix).Scan(&n); err == nil {
+			op.skipped, op.res.version = n < 0, max(n, 0)
+		}
+	default:
+		q := s.sql.upsert
+		if skip {
+			q = s.sql.upsertSkip
+		}
+		var remainingUS int64
+		err = s.pool.QueryRow(ctx, q, op.key[:], op.data, op.lifetimeUS, op.lagUS, s.cfg.Channel, s.prefix).Scan(&op.res.version, &remainingUS)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			err = ErrDeleted // the upsert met a tombstone
+		case err == nil && op.res.version < 0:
+			op.skipped, op.res.version = true, 0
+		case err == nil:
+			op.res.remaining = time.Duration(remainingUS) * time.Microsecond
 		}
 	}
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrDeleted) {
+		if pgconn.SafeToRetry(err) {
+			err = notSent(ctx)
+		} else {
+			err = sentUncertain(ctx)
+		}
+	}
+	op.err = err
+}
+
+// notSent is the error of a write whose context ended before it was sent.
+func notSent(ctx context.Context) error {
+	return fmt.Errorf("nothing written: %w", context.Cause(ctx))
+}
+
+// sentUncertain is the error of a write whose context ended after it was
+// sent.
+func sentUncertain(ctx context.Context) error {
+	return fmt.Errorf("%w: %w", ErrUncertain, context.Cause(ctx))
+}
+
+// writeContext bounds a write by Config.WriteTimeout, unless ctx ends
+// sooner or the timeout is off.
+func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.cfg.WriteTimeout > 0 {
+		return context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	}
+	return context.WithCancel(ctx)
 }
 
 // echoWait bounds how long a delete waits for its own notification.
@@ -50,14 +120,14 @@ func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
 		echo = s.listener.echoes.expect(k)
 		defer s.listener.echoes.forget(k, echo)
 	}
-	n, _, err := s.write(ctx, k, nil, 0, true)
+	res, err := s.write(ctx, k, nil, 0, true)
 	// Dropped even on error: a failed delete may have committed.
 	s.cache.remove(k)
 	if err != nil {
 		return err
 	}
-	s.counters.deletes.Add(n)
-	if n > 0 && echo != nil {
+	s.counters.deletes.Add(res.version)
+	if res.version > 0 && echo != nil {
 		t := time.NewTimer(echoWait)
 		defer t.Stop()
 		select {

@@ -101,7 +101,7 @@ func runMemory(ctx context.Context, e *env, o memoryOptions, pr progress) (_ *me
 	if err := fill(min(o.entries, 20*o.writers)); err != nil {
 		return nil, err
 	}
-	if err := s.Clear(ctx); err != nil {
+	if _, err := s.Clear(ctx); err != nil {
 		return nil, err
 	}
 	res.H0 = heapAlloc()
@@ -119,7 +119,7 @@ func runMemory(ctx context.Context, e *env, o memoryOptions, pr progress) (_ *me
 	if got := s.Stats().Entries; got != int64(o.entries) {
 		return nil, fmt.Errorf("the cache holds %d entries, want %d", got, o.entries)
 	}
-	if err := s.Clear(ctx); err != nil {
+	if _, err := s.Clear(ctx); err != nil {
 		return nil, err
 	}
 	res.H2 = heapAlloc()

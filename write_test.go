@@ -1,0 +1,213 @@
+package pgsession_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/sessions"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgsession/pgsession"
+)
+
+// lockRow holds a row lock on the session id's row, as an admin's SELECT
+// ... FOR UPDATE would, until the returned function is called (or cleanup).
+func lockRow(t *testing.T, table, id string) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = tx.QueryRow(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+pgx.Identifier{table}.Sanitize()+
+		" WHERE key_hash = sha256(decode($1, 'base64')) FOR UPDATE) l", base64Std(id)).Scan(&n)
+	if err != nil || n != 1 {
+		t.Fatalf("lock the row: %d rows, %v", n, err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			_ = tx.Rollback(ctx)
+			_ = conn.Close(ctx)
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// saveWithin saves sess under a request context with the given timeout
+// (none if 0) and reports how long it took.
+func saveWithin(s *pgsession.Store, sess *sessions.Session, timeout time.Duration) (time.Duration, error) {
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	err := s.Save(request(nil).WithContext(ctx), httptest.NewRecorder(), sess)
+	return time.Since(start), err
+}
+
+// TestLockedRowDelaysOnlyItsOwnSession: a row locked elsewhere delays
+// writes of that session only, whatever batch they would have shared.
+func TestLockedRowDelaysOnlyItsOwnSession(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	locked, _ := login(t, s, map[any]any{"n": 0})
+	others := make([]*sessions.Session, 3)
+	for i := range others {
+		others[i], _ = login(t, s, map[any]any{"n": i})
+	}
+	unlock := lockRow(t, cfg.Table, locked.ID)
+	defer unlock()
+
+	type result struct {
+		what string
+		took time.Duration
+		err  error
+	}
+	results := make(chan result, 10)
+	locked.Values["n"] = 1
+	go func() {
+		took, err := saveWithin(s, locked, time.Second)
+		results <- result{"locked", took, err}
+	}()
+	// Let the locked session's write go first, so the others queue behind
+	// it or batch with it.
+	waitFor(t, "the locked write to wait", func() bool { return s.Stats().LockWaits == 1 })
+	var wg sync.WaitGroup
+	for i, o := range others {
+		wg.Go(func() {
+			o.Values["n"] = 10 + i
+			took, err := saveWithin(s, o, 0)
+			results <- result{"existing", took, err}
+		})
+	}
+	for range 5 {
+		wg.Go(func() {
+			took, err := saveWithin(s, newSession(s, "login"), 0)
+			results <- result{"new", took, err}
+		})
+	}
+	wg.Wait()
+	for range 8 {
+		r := <-results
+		if r.err != nil || r.took > time.Second {
+			t.Errorf("%s session's Save: %v after %v; want success within 1s", r.what, r.err, r.took)
+		}
+	}
+	r := <-results
+	if r.err == nil || !errors.Is(r.err, context.DeadlineExceeded) || r.took > 1500*time.Millisecond {
+		t.Fatalf("locked session's Save: %v after %v; want a deadline error within 1.5s", r.err, r.took)
+	}
+	if !errors.Is(r.err, pgsession.ErrUncertain) {
+		t.Fatalf("locked session's Save: %v; it was sent, so it should say it may have committed", r.err)
+	}
+	unlock()
+	if got := get(t, newStore(t, testDB.pool, cfg), nil); got == nil {
+		t.Fatal("no session")
+	}
+}
+
+// TestDeadlineNeverReportsSuccess: a Save whose request deadline passes
+// while its row is locked never returns success, and the cache and cookie
+// do not pretend it was written.
+func TestDeadlineNeverReportsSuccess(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	sess, c := login(t, s, map[any]any{"n": 0})
+	unlock := lockRow(t, cfg.Table, sess.ID)
+	sess.Values["n"] = 1
+	w := httptest.NewRecorder()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Save(request(c).WithContext(ctx), w, sess)
+	took := time.Since(start)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || took > time.Second {
+		t.Fatalf("Save under a held lock with a 500ms deadline: %v after %v", err, took)
+	}
+	if responseCookie(t, w) != nil {
+		t.Fatal("a Save that did not succeed set a cookie")
+	}
+	if _, cached := pgsession.Cached(s, sess.ID); cached {
+		t.Fatal("a Save that may not have committed left its session cached")
+	}
+	unlock()
+	// It was sent, and the lock is gone now: whichever version is stored,
+	// the client's old cookie reads it.
+	if got := get(t, s, c); got.IsNew {
+		t.Fatal("the session is gone")
+	}
+}
+
+// TestQueuedSaveHonoursItsContext: a write waiting in the queue behind a
+// commit in flight returns when its request's context ends, and says it
+// wrote nothing.
+func TestQueuedSaveHonoursItsContext(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s, held, release, _ := heldStore(t, cfg)
+	defer release()
+	blocker := saveAsync(s, newSession(s, "blocker"))
+	<-held
+	start := time.Now()
+	took, err := saveWithin(s, newSession(s, "queued"), 200*time.Millisecond)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgsession.ErrUncertain) {
+		t.Fatalf("queued Save: %v; want a deadline error saying nothing was written", err)
+	}
+	if took > 250*time.Millisecond || time.Since(start) > 300*time.Millisecond {
+		t.Fatalf("queued Save returned after %v, its deadline was 200ms", took)
+	}
+	if n := pgsession.QueuedWrites(s); n != 0 {
+		t.Fatalf("%d writes still queued", n)
+	}
+	release()
+	if r := <-blocker; r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
+// TestCloseIsBoundedByTheWriteTimeout: Close waits for writes under way,
+// and a write blocked on a lock with no deadline of its own is bounded by
+// Config.WriteTimeout.
+func TestCloseIsBoundedByTheWriteTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.WriteTimeout = time.Second
+	s, err := pgsession.New(context.Background(), newPool(t, testDB.url), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := login(t, s, map[any]any{"n": 0})
+	lockRow(t, cfg.Table, sess.ID)
+	sess.Values["n"] = 1
+	done := make(chan error, 1)
+	go func() {
+		_, err := saveWithin(s, sess, 0)
+		done <- err
+	}()
+	waitFor(t, "the Save to wait for the lock", func() bool { return s.Stats().LockWaits == 1 })
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("Close took %v with a 1s write timeout", took)
+	}
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the blocked Save: %v; want the write timeout", err)
+	}
+}
