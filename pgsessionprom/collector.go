@@ -108,8 +108,8 @@ var metrics = []metric{
 
 // collector is the prometheus.Collector of one Store.
 type collector struct {
-	store *pgsession.Store
-	descs []*prometheus.Desc // descs[i] describes metrics[i]
+	stats func() pgsession.Stats // the Store's Stats method
+	descs []*prometheus.Desc     // descs[i] describes metrics[i]
 }
 
 // NewCollector returns a Collector of s's Stats. labels are constant labels
@@ -121,7 +121,7 @@ type collector struct {
 // Every Collect reads s.Stats() once. The collector keeps working after
 // s.Close, reporting the final counts.
 func NewCollector(s *pgsession.Store, labels prometheus.Labels) prometheus.Collector {
-	c := &collector{store: s, descs: make([]*prometheus.Desc, len(metrics))}
+	c := &collector{stats: s.Stats, descs: make([]*prometheus.Desc, len(metrics))}
 	for i, m := range metrics {
 		var variable []string
 		if m.value == nil {
@@ -141,7 +141,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	c.collect(c.store.Stats(), ch)
+	c.collect(c.stats(), ch)
 }
 
 // collect sends the metrics of one snapshot.

@@ -209,6 +209,15 @@ pgsession_saves_total{store="test"} %d
 	}
 }
 
+func TestOneStatsPerCollect(t *testing.T) {
+	c := NewCollector(nil, nil).(*collector)
+	calls := 0
+	c.stats = func() pgsession.Stats { calls++; return pgsession.Stats{} }
+	if n := testutil.CollectAndCount(c); n == 0 || calls != 1 {
+		t.Errorf("a Collect of %d metrics called Stats %d times, want 1", n, calls)
+	}
+}
+
 func TestLabelsTellStoresApart(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(NewCollector(nil, prometheus.Labels{"store": "a"})); err != nil {
