@@ -28,6 +28,23 @@ const (
 	DefaultWriteTimeout      = 30 * time.Second
 )
 
+// DefaultCookie returns a new copy of the cookie attributes a Store uses
+// when Config.Cookie is nil: Path "/", MaxAge DefaultCookieMaxAge (30
+// days), HttpOnly, SameSite Lax. Config.Cookie is used as given, so start
+// from this to change one attribute:
+//
+//	cookie := pgsession.DefaultCookie()
+//	cookie.Secure = true // everything else stays the default
+//	cfg := pgsession.Config{KeyPairs: keys, Cookie: cookie}
+func DefaultCookie() *sessions.Options {
+	return &sessions.Options{
+		Path:     "/",
+		MaxAge:   DefaultCookieMaxAge,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
 // minHashKeyLen is the shortest accepted securecookie hash key.
 const minHashKeyLen = 32
 
@@ -62,8 +79,12 @@ type Config struct {
 
 	// Cookie holds the cookie attributes given to every new session. Each
 	// session gets its own copy, so a handler may change them per session.
-	// Default: Path "/", MaxAge 30 days, HttpOnly, SameSite Lax. When set it
-	// is used as given, except that an empty Path becomes "/".
+	// Default (nil): DefaultCookie(), that is Path "/", MaxAge 30 days,
+	// HttpOnly, SameSite Lax. When set it is used as given, except that an
+	// empty Path becomes "/": &sessions.Options{Secure: true} means no
+	// HttpOnly, no SameSite and MaxAge 0 (a browser-session cookie whose
+	// row lives BrowserSessionTTL). To change one attribute, start from
+	// DefaultCookie().
 	//
 	// MaxAge also sets how long the session lives in the database. MaxAge 0
 	// is a browser-session cookie: its row lives for BrowserSessionTTL after
@@ -227,12 +248,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 
 	if c.Cookie == nil {
-		c.Cookie = &sessions.Options{
-			Path:     "/",
-			MaxAge:   DefaultCookieMaxAge,
-			HttpOnly: true,
-			SameSite: http.SameSiteLaxMode,
-		}
+		c.Cookie = DefaultCookie()
 	} else {
 		o := *c.Cookie
 		if o.Path == "" {
