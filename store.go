@@ -143,9 +143,12 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 
 // Get returns the session called name for the request, through gorilla's
 // per-request registry: a second Get of the same name in one request
-// returns the same *sessions.Session.
+// returns the same *sessions.Session. Under AutoSave, the session is
+// saved for the handler.
 func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
-	return sessions.GetRegistry(r).Get(s, name)
+	session, err := sessions.GetRegistry(r).Get(s, name)
+	s.track(r, session)
+	return session, err
 }
 
 // New returns the session called name for the request, loading it from the
