@@ -203,6 +203,32 @@ func TestScenarios(t *testing.T) {
 				}
 			}
 		}
+		// Save changed updates the existing row, once per op; pgsession's
+		// updates are mostly HOT, the floor's (a new expiry each time)
+		// never.
+		for _, pl := range payloads {
+			for _, k := range storeKinds {
+				c := rep.Compare.cell(k.name, pl.name, hotOp)
+				hasTable := strings.HasPrefix(k.name, "pgsession") || strings.HasPrefix(k.name, "raw") || strings.HasPrefix(k.name, "scs")
+				if c == nil || (c.HOT != nil) != hasTable {
+					t.Errorf("%s %s: HOT counters %v, want them: %v", k.name, pl.name, c != nil && c.HOT != nil, hasTable)
+					continue
+				}
+				h := c.HOT
+				if h == nil {
+					continue
+				}
+				if h.Updates != h.Ops || h.Inserts != 0 || h.Unsettled != 0 {
+					t.Errorf("%s %s: %d updates and %d inserts in %d ops (%d unsettled snapshots), want an update per op", k.name, pl.name, h.Updates, h.Inserts, h.Ops, h.Unsettled)
+				}
+				if strings.HasPrefix(k.name, "pgsession") && h.Ratio < 0.5 {
+					t.Errorf("%s %s: HOT ratio %.3f, want most updates HOT", k.name, pl.name, h.Ratio)
+				}
+				if strings.HasPrefix(k.name, "raw") && h.HotUpdates != 0 {
+					t.Errorf("%s %s: %d HOT updates; the floor changes an indexed column every time", k.name, pl.name, h.HotUpdates)
+				}
+			}
+		}
 	})
 	t.Run("invalidation", func(t *testing.T) {
 		if rep.Invalidation, err = runInvalidation(ctx, e, p.invalidation, pr); err != nil {
@@ -238,6 +264,23 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("%s, %d writers: no measurement", mode, n)
 				}
 			}
+		}
+	})
+	t.Run("lock", func(t *testing.T) {
+		if rep.Lock, err = runLock(ctx, e, p.lock, pr); err != nil {
+			t.Fatal(err)
+		}
+		for _, ph := range rep.Lock.Phases {
+			if len(ph.PerSec) != p.lock.repeats || ph.Saves == 0 || ph.Latency.N != int(ph.Saves) {
+				t.Errorf("%s: %d rounds of %d, %d saves, %d latencies", ph.Phase, len(ph.PerSec), p.lock.repeats, ph.Saves, ph.Latency.N)
+			}
+		}
+		// Every Save of the locked session fails with its deadline.
+		if l := rep.Lock.Locked; l.Attempts == 0 || l.Deadline != l.Attempts || l.Succeeded != 0 {
+			t.Errorf("locked session: %d attempts, %d deadline errors, %d succeeded, %d other errors (%s)", l.Attempts, l.Deadline, l.Succeeded, l.Other, l.OtherErr)
+		}
+		if rep.Lock.P99Ratio <= 0 {
+			t.Errorf("p99 ratio %v", rep.Lock.P99Ratio)
 		}
 	})
 	t.Run("listeners", func(t *testing.T) {

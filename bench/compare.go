@@ -10,6 +10,10 @@ import (
 // The store comparison: every store kind, every operation, every payload,
 // measured in rounds so that the repeats of one cell are spread over the
 // run rather than taken back to back, and summarized by their median.
+// Around each Save changed cell of a store that keeps its sessions in
+// PostgreSQL, the table's update counters are read, settled (see hot.go):
+// how many rows each Save updated (and inserted: none, every Save changes
+// an existing session), and the share of HOT updates.
 
 type compareOptions struct {
 	duration time.Duration // measuring time of one cell in one round
@@ -23,7 +27,13 @@ type compareCell struct {
 	NsPerOp            []float64 // wall ns per op, one per round
 	CPUNsPerOp         []float64 // CPU ns of the whole process per op, one per round
 	Ops                int64     // operations over all rounds
+	// HOT is the table's updates during this cell, over all rounds: for
+	// Save changed of a store that keeps its sessions in PostgreSQL.
+	HOT *hotStats `json:",omitempty"`
 }
+
+// hotOp is the operation whose updates the comparison counts.
+const hotOp = "Save changed"
 
 func (c *compareCell) median() float64    { return median(c.NsPerOp) }
 func (c *compareCell) cpuMedian() float64 { return median(c.CPUNsPerOp) }
@@ -145,8 +155,17 @@ func comparePayload(ctx context.Context, e *env, o compareOptions, p payload, re
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				// The table's update counters around Save changed: the
+				// share of its updates that were HOT.
+				hot := op.name == hotOp && r.f.table != ""
+				var before tableStats
 				var t timing
 				var err error
+				if hot {
+					if before, err = e.settledStats(ctx, r.f.table, r.f.writes...); err != nil {
+						return fmt.Errorf("%s %s: %w", r.kind.name, p.name, err)
+					}
+				}
 				if op.parallel {
 					t, err = timeParallel(o.duration, len(r.parallel), func(i int) error { return op.do(r.parallel[i]) })
 				} else {
@@ -165,6 +184,16 @@ func comparePayload(ctx context.Context, e *env, o compareOptions, p payload, re
 					c.CPUNsPerOp = append(c.CPUNsPerOp, t.cpuNsPerOp())
 				}
 				c.Ops += t.ops
+				if hot {
+					after, err := e.settledStats(ctx, r.f.table, r.f.writes...)
+					if err != nil {
+						return fmt.Errorf("%s %s: %w", r.kind.name, p.name, err)
+					}
+					if c.HOT == nil {
+						c.HOT = &hotStats{}
+					}
+					c.HOT.add(before, after, t.ops)
+				}
 			}
 		}
 	}

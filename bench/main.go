@@ -24,7 +24,7 @@ import (
 )
 
 // scenarios, in the order a run takes them.
-var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "listeners", "memory", "readcost", "purge", "tuning"}
+var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "lock", "listeners", "memory", "readcost", "purge", "tuning"}
 
 // plan is everything one run measures, and how much.
 type plan struct {
@@ -33,6 +33,7 @@ type plan struct {
 	invalidation invalidationOptions
 	logout       logoutOptions
 	throughput   throughputOptions
+	lock         lockOptions
 	listeners    listenersOptions
 	memory       memoryOptions
 	readCost     readCostOptions
@@ -51,6 +52,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 		invalidation: invalidationOptions{samples: 1000, sessions: 16},
 		logout:       logoutOptions{trials: 200},
 		throughput:   throughputOptions{writers: []int{1, 8, 32, 128}, duration: 4 * d, repeats: max(repeats-2, 1)},
+		lock:         lockOptions{writers: 8, duration: 8 * d, repeats: repeats, deadline: time.Second},
 		listeners:    listenersOptions{counts: []int{1, 10, 50, 100}, writers: 8, duration: 4 * d, repeats: max(repeats-2, 1), samples: 300},
 		memory:       memoryOptions{entries: 100_000, writers: 32},
 		readCost:     readCostOptions{rate: 500, duration: 4 * d, repeats: repeats},
@@ -88,6 +90,7 @@ func smokePlan() plan {
 	p.invalidation = invalidationOptions{samples: 20, sessions: 4}
 	p.logout = logoutOptions{trials: 10}
 	p.throughput.writers = []int{1, 32}
+	p.lock = lockOptions{writers: 2, duration: 150 * time.Millisecond, repeats: 2, deadline: 100 * time.Millisecond}
 	p.listeners = listenersOptions{counts: []int{1, 3}, writers: 2, duration: 4 * d, repeats: 1, samples: 10}
 	p.memory = memoryOptions{entries: 500, writers: 4}
 	p.readCost = readCostOptions{rate: 200, duration: 50 * time.Millisecond, repeats: 1}
@@ -320,6 +323,7 @@ func measure(ctx context.Context, p plan, pr progress) (*report, error) {
 		{"invalidation", func() (err error) { rep.Invalidation, err = runInvalidation(ctx, e, p.invalidation, pr); return }},
 		{"logout", func() (err error) { rep.Logout, err = runLogout(ctx, e, p.logout, pr); return }},
 		{"throughput", func() (err error) { rep.Throughput, err = runThroughput(ctx, e, p.throughput, pr); return }},
+		{"lock", func() (err error) { rep.Lock, err = runLock(ctx, e, p.lock, pr); return }},
 		{"listeners", func() (err error) { rep.Listeners, err = runListeners(ctx, e, p.listeners, pr); return }},
 		{"memory", func() (err error) { rep.Memory, err = runMemory(ctx, e, p.memory, pr); return }},
 		{"readcost", func() (err error) { rep.ReadCost, err = runReadCost(ctx, e, p.readCost, pr); return }},

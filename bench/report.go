@@ -27,6 +27,7 @@ type report struct {
 	Invalidation *invalidationResult `json:",omitempty"`
 	Logout       *logoutResult       `json:",omitempty"`
 	Throughput   *throughputResult   `json:",omitempty"`
+	Lock         *lockResult         `json:",omitempty"`
 	Listeners    *listenersResult    `json:",omitempty"`
 	Memory       *memoryResult       `json:",omitempty"`
 	ReadCost     *readCostResult     `json:",omitempty"`
@@ -169,6 +170,19 @@ func (r *report) computeGoals() {
 	} else {
 		add("32 writers: pgsession batched vs plain upsert without notification", ">= 1.0x", false, "", false, "")
 	}
+	if l := r.Lock; l != nil && l.P99Ratio > 0 {
+		a, b := l.phase(phaseFree), l.phase(phaseLocked)
+		add(fmt.Sprintf("%d writers' Save p99 while another session's row is locked elsewhere vs without", l.Writers), "< 2x", true,
+			fmt.Sprintf("%s (%s vs %s; %.0f vs %.0f saves/s)", fmtRatio(l.P99Ratio), fmtDur(b.Latency.P99), fmtDur(a.Latency.P99), b.median(), a.median()),
+			l.P99Ratio < 2, "")
+		lw := l.Locked
+		add(fmt.Sprintf("Save of the locked session, %v request deadline: fails with the deadline's error, at most %v late", l.Deadline, lockLateness), "every attempt", true,
+			fmt.Sprintf("%d of %d attempts (%d with ErrUncertain, %d succeeded, %d other errors); slowest %s", lw.Deadline, lw.Attempts, lw.Uncertain, lw.Succeeded, lw.Other, fmtDur(lw.Latency.Max)),
+			lw.Attempts > 0 && lw.Deadline == lw.Attempts && lw.Succeeded == 0 && lw.Late == 0, "")
+	} else {
+		add("Writers' Save p99 while another session's row is locked elsewhere vs without", "< 2x", false, "", false, "")
+		add("Save of the locked session under a request deadline: fails with the deadline's error, promptly", "every attempt", false, "", false, "")
+	}
 	if b, u := t.cell(modeBatched, 1), t.cell(modeUnbatched, 1); b != nil && u != nil {
 		q := float64(b.Latency.P50) / float64(u.Latency.P50)
 		add("1 writer: Save latency batched vs MaxBatch 1 (p50)", "<= 1.1x", true,
@@ -297,11 +311,15 @@ func (r *report) markdown(charts map[string]string) string {
 		rows = append(rows, []string{g.Name, g.Target, a, g.Met})
 	}
 	m.table([]string{"goal", "target", "achieved", "met"}, rows)
+	if h := r.hotSummary(); h != "" {
+		m.p("HOT ratio (n_tup_hot_upd / n_tup_upd) of Save changed: %s.", h)
+	}
 
 	r.mdCompare(&m, charts)
 	r.mdInvalidation(&m, charts)
 	r.mdLogout(&m)
 	r.mdThroughput(&m, charts)
+	r.mdLock(&m)
 	r.mdListeners(&m, charts)
 	r.mdMemory(&m)
 	r.mdReadCost(&m)
@@ -358,6 +376,44 @@ func (r *report) mdCompare(m *md, charts map[string]string) {
 		m.table(append([]string{"store"}, c.Ops...), cpuRows)
 		m.chart(charts, "compare-"+p.Name, "store comparison, "+p.Name)
 	}
+	rows = nil
+	for _, p := range c.Payloads {
+		for _, s := range c.Stores {
+			cell := c.cell(s.Name, p.Name, hotOp)
+			if cell == nil || cell.HOT == nil {
+				continue
+			}
+			h := cell.HOT
+			rows = append(rows, []string{"`" + s.Name + "`", p.Name, fmt.Sprint(h.Ops), fmt.Sprintf("%.2f", h.updatesPerOp()), fmt.Sprint(h.Inserts),
+				fmt.Sprint(h.Updates), fmt.Sprint(h.HotUpdates), fmt.Sprintf("%.3f", h.Ratio), fmt.Sprint(h.Unsettled)})
+		}
+	}
+	if len(rows) > 0 {
+		m.p("### HOT updates of Save changed")
+		m.p("The table's counters in pg_stat_user_tables, read around every Save changed cell (all rounds), each time after every idle connection that wrote flushed its statistics and the counters stopped changing: rows updated and inserted per op (1 and 0: every Save changed updates its existing row), and the share of HOT updates, which touch no index. pgsession keeps the stored expiry while it is within the refresh lag, and its tables have fillfactor 75; the raw floor writes a new `expires_at` (indexed) every time, so none of its updates can be HOT; scs keeps its expiry (no idle timeout), fillfactor 100. Unsettled: snapshots whose counters still moved after %v.", statsSettleLimit)
+		m.table([]string{"store", "payload", "ops", "rows updated per op", "rows inserted", "n_tup_upd", "n_tup_hot_upd", "HOT ratio", "unsettled"}, rows)
+	}
+}
+
+// hotSummary lists the HOT ratio of Save changed per store and payload.
+func (r *report) hotSummary() string {
+	c := r.Compare
+	if c == nil {
+		return ""
+	}
+	var parts []string
+	for _, s := range c.Stores {
+		var per []string
+		for _, p := range c.Payloads {
+			if cell := c.cell(s.Name, p.Name, hotOp); cell != nil && cell.HOT != nil {
+				per = append(per, fmt.Sprintf("%.3f at %s", cell.HOT.Ratio, p.Name))
+			}
+		}
+		if len(per) > 0 {
+			parts = append(parts, "`"+s.Name+"` "+strings.Join(per, ", "))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (r *report) mdInvalidation(m *md, charts map[string]string) {
@@ -447,6 +503,28 @@ func (r *report) mdThroughput(m *md, charts map[string]string) {
 		m.p("The cost of NOTIFY alone, one writer: %s the throughput of the plain upsert.", fmtRatio(n.median()/u.median()))
 	}
 	m.chart(charts, "throughput", "write throughput")
+}
+
+func (r *report) mdLock(m *md) {
+	l := r.Lock
+	if l == nil {
+		return
+	}
+	m.p("## Row lock held elsewhere")
+	m.p("One Store, default Config (group commit, MaxBatch %d). %d writers each save a changed value to a session of their own, over and over, for %v per phase and round; %d rounds, the order of the phases alternating. With the lock, another connection holds `SELECT ... FOR UPDATE` on one more session's row in an open transaction, and one more goroutine keeps saving that session, each Save with a request deadline of %v; the lock is released once the phase's writers stopped and that goroutine's last attempt ended. Saves/s: median of the rounds; latency: every save of every round.",
+		l.MaxBatch, l.Writers, l.Duration, l.Repeats, l.Deadline)
+	var rows [][]string
+	for _, ph := range l.Phases {
+		rows = append(rows, []string{ph.Phase, fmt.Sprintf("%.0f/s", ph.median()), fmt.Sprint(ph.Saves),
+			fmtDur(ph.Latency.P50), fmtDur(ph.Latency.P99), fmtDur(ph.Latency.Max),
+			fmt.Sprintf("%.3f", ph.HOT.Ratio), fmt.Sprintf("%d (%d writes)", ph.Batches, ph.BatchedWrites), fmt.Sprint(ph.LockWaits)})
+	}
+	m.table([]string{"phase", "writers' saves/s", "saves", "p50", "p99", "max", "HOT ratio", "batches (writes in them)", "lock waits (Stats)"}, rows)
+	m.p("Writers' p99 with the lock over without: %s (goal < 2x).", fmtRatio(l.P99Ratio))
+	lw := l.Locked
+	m.p("The locked session's writer: %d attempts; %d failed with an error wrapping context.DeadlineExceeded, %d of all wrapping pgsession.ErrUncertain (sent, may still commit); %d other errors%s; %d succeeded. Save's return after its call: p50 %s, max %s; %d more than %v after the deadline. After the lock was released, the row gained %d versions: writes whose Save had returned an error (ErrUncertain) that committed then. (pgx closes a connection whose context ended and sends the server a cancel request; the lock went as soon as the last attempt returned, so a write commits when its cancel lands after that.)",
+		lw.Attempts, lw.Deadline, lw.Uncertain, lw.Other, map[bool]string{true: " (first: " + lw.OtherErr + ")", false: ""}[lw.OtherErr != ""], lw.Succeeded,
+		fmtDur(lw.Latency.P50), fmtDur(lw.Latency.Max), lw.Late, lockLateness, lw.CommittedLater)
 }
 
 func (r *report) mdListeners(m *md, charts map[string]string) {

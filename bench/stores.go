@@ -98,8 +98,8 @@ var storeKinds = []storeKind{
 	{name: "filesystem", about: "gorilla `FilesystemStore` in a temporary directory: a file per session", open: openFilesystem},
 	{name: "redistore", about: "boj/redistore on the local Redis (redigo pool of 16)", open: openRedistore},
 	{name: "scs-pgxstore", about: "alexedwards/scs v2 with its pgxstore, through `Load` and `Commit` (own pool of 16)", open: openSCS},
-	{name: "raw-pgx", about: "floor: `SELECT data` by key; the upsert pgsession runs, without `pg_notify`", open: openRawPlain},
-	{name: "raw-pgx-notify", about: "floor: the exact upsert pgsession runs, with `pg_notify` in the statement (one LISTENing connection drains it)", saves: true, open: openRawNotify},
+	{name: "raw-pgx", about: "floor: `SELECT data` by key; a plain upsert of the row (new data, new expiry), without `pg_notify`", open: openRawPlain},
+	{name: "raw-pgx-notify", about: "floor: the same upsert with `pg_notify` in the statement, as pgsession notifies (one LISTENing connection drains it)", saves: true, open: openRawNotify},
 }
 
 func kindByName(name string) (storeKind, bool) {
@@ -120,6 +120,10 @@ type fixture struct {
 	pg    *pgsession.Store    // the store, when it is a pgsession.Store
 	scs   *scs.SessionManager // scs with its pgxstore
 	raw   *rawStore
+	// The PostgreSQL table that holds the sessions (quoted, as regclass
+	// reads it), and the pools that write it; "" for a store elsewhere.
+	table  string
+	writes []*pgxpool.Pool
 	// closers run in reverse order by close.
 	closers []func() error
 }
@@ -153,6 +157,7 @@ func openPgsession(ctx context.Context, e *env, p payload, kind string, cfg pgse
 		return nil, err
 	}
 	f.store, f.pg = s, s
+	f.table, f.writes = pgx.Identifier{table}.Sanitize(), []*pgxpool.Pool{e.pool}
 	f.onClose(func() error { return e.dropTable(table) })
 	f.onClose(s.Close)
 	return f, nil
@@ -279,6 +284,7 @@ func openSCS(ctx context.Context, e *env, p payload) (*fixture, error) {
 		return nil, err
 	}
 	f.onClose(func() error { pool.Close(); return nil })
+	f.table, f.writes = pgx.Identifier{schema, "sessions"}.Sanitize(), []*pgxpool.Pool{pool}
 	sm := scs.New()
 	sm.Store = pgxstore.NewWithCleanupInterval(pool, 0)
 	f.scs = sm
@@ -300,8 +306,13 @@ type rawStore struct {
 const rawOrigin = "rawfloor"
 
 // rawStatements returns the floor's statements on table: the SELECT of a
-// session's data, and pgsession's upsert, with or without its pg_notify
-// (in the same statement, as pgsession sends it).
+// session's data, and a plain upsert of the row (new data, a new expiry,
+// the version bumped), with or without pg_notify (in the same statement,
+// as pgsession sends it). It is the least a store that notifies must do,
+// not pgsession's own statement, which also looks for a row lock held
+// elsewhere (SKIP LOCKED) and keeps the stored expiry while it is within
+// the refresh lag. The floor sets a new expires_at on every write, and
+// that column is indexed, so none of its updates can be HOT.
 func rawStatements(table string, notify bool) (load, upsert string) {
 	t := pgx.Identifier{table}.Sanitize()
 	load = `SELECT data FROM ` + t + ` WHERE key_hash = $1`
@@ -371,7 +382,7 @@ func openRaw(ctx context.Context, e *env, p payload, notify bool) (*fixture, err
 	if notify {
 		kind = "raw-pgx-notify"
 	}
-	f := &fixture{kind: kind, p: p}
+	f := &fixture{kind: kind, p: p, table: pgx.Identifier{table}.Sanitize(), writes: []*pgxpool.Pool{e.pool}}
 	f.onClose(func() error { return e.dropTable(table) })
 	channel := "pgsbench:" + table
 	f.raw = newRawStore(e.pool, table, channel, notify)

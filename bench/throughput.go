@@ -16,8 +16,9 @@ import (
 // saving its own session over and over, for four ways of writing the same
 // row:
 //
-//   - upsert: pgsession's upsert statement without the pg_notify, straight
-//     through pgx: the floor, no invalidation;
+//   - upsert: the comparison's floor, a plain upsert of the row (new data,
+//     a new expiry) without pg_notify, straight through pgx: no
+//     invalidation;
 //   - upsert+notify: the same statement with pg_notify, as pgsession sends
 //     it for one write: invalidation, no batching;
 //   - pgsession MaxBatch 1: Store.Save with batching off;
