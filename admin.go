@@ -92,10 +92,9 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 		return err
 	}
 	s.counters.saves.Add(1)
-	e := newEntry(data, version, now.Add(time.Duration(remainingUS)*time.Microsecond), now)
-	s.cache.add(k, e, rt)
+	s.cache.add(k, s.cache.newEntry(data, version, now.Add(time.Duration(remainingUS)*time.Microsecond), now), rt)
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, version, e)
+	return s.setCookie(w, session, opts, tok, version)
 }
 
 // Len returns the number of sessions that have not expired.

@@ -1,70 +1,66 @@
 package pgsession
 
 import (
+	"encoding/binary"
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // keyHash is the SHA-256 of a session token: the primary key of its row and
 // of its cache entry.
 type keyHash = [32]byte
 
-// entry is one cached session. Its fields never change after it is added:
-// an update replaces the entry, so readers need no lock.
+// entry is one cached session, held by value in the LRU. Its data is
+// never modified after it is cached, so a copy of the entry can be read
+// without a lock.
 type entry struct {
-	data     []byte    // encoded values, exactly as stored
-	version  int64     // the row's version when data was read or written
-	deadline time.Time // local time by which the row has surely expired
-	dead     bool      // a tombstone: the session was logged out at version
-
-	lastUsed atomic.Int64                 // store-clock UnixNano of the last read or write here
-	cookie   atomic.Pointer[signedCookie] // a cookie value signed for this version, once one is known
+	data     []byte   // encoded values, exactly as stored; never modified
+	version  int64    // the row version when data was read or written
+	deadline int64    // cache-clock ns by which the row has surely expired
+	lastUsed int64    // cache-clock ns of the last read or write here
+	rest     [24]byte // the key hash after its first 8 bytes, which key the LRU
+	dead     bool     // a tombstone: the session was logged out at version
 }
 
-// signedCookie is a cookie value signed, with the current key, for the
-// token and version of an entry.
-type signedCookie struct{ name, value string }
+// entryOverhead is what an entry costs beyond its data, counted against
+// Config.CacheBytes: golang-lru's list element holding the entry (144 B),
+// its map slot (about 20-40 B) and the data slice's rounding up to a size
+// class. Measured in bench/ (memory scenario).
+const entryOverhead = 200
 
-// signed returns the cookie signed for version under name, if e has one.
-func (e *entry) signed(name string, version int64) *signedCookie {
-	if e == nil || e.version != version {
-		return nil
-	}
-	if sc := e.cookie.Load(); sc != nil && sc.name == name {
-		return sc
-	}
-	return nil
-}
+// size is what e counts against the byte budget.
+func (e *entry) size() int64 { return int64(len(e.data)) + entryOverhead }
 
-func newEntry(data []byte, version int64, deadline, now time.Time) *entry {
-	e := &entry{data: data, version: version, deadline: deadline}
-	e.touch(now)
-	return e
-}
+// maxStripes is the most lock stripes the cache has. Each stripe is an LRU
+// of its own, under its own lock.
+const maxStripes = 64
 
-func (e *entry) touch(now time.Time) { e.lastUsed.Store(now.UnixNano()) }
-
-// nStripes is the number of lock stripes guarding cache writes.
-const nStripes = 64
-
-// cache is the bounded in-process session cache. Reads go straight to the
-// LRU. Writes go through a stripe lock, so that the result of a database
-// round trip can be checked against the invalidations that arrived while it
-// was in flight.
+// cache is the bounded in-process session cache: stripes of golang-lru's
+// simplelru, each under its own lock, keyed by the first 8 bytes of the key
+// hash, and bounded both in entries and in bytes. Every write goes through
+// the stripe lock, so that the result of a database round trip can be
+// checked against the invalidations that arrived while it was in flight.
 type cache struct {
-	lru     *lru.Cache[keyHash, *entry]
-	epoch   atomic.Uint64 // bumped by drop, with every stripe lock held
-	stripes [nStripes]stripe
+	base     time.Time     // origin of the entries' clock
+	maxEntry int64         // larger entries are not cached
+	epoch    atomic.Uint64 // bumped by drop, with every stripe lock held
+	stripes  []stripe
+	mask     uint64
 }
 
 type stripe struct {
-	mu       sync.Mutex
-	inflight map[keyHash]int   // round trips of a key begun and not yet ended; guarded by mu
-	recent   map[keyHash]int64 // highest version of a key in flight invalidated since (deleteVersion: deleted); guarded by mu
+	mu       sync.Mutex                       // protects everything below
+	lru      *simplelru.LRU[uint64, entry]    // the cached sessions of this stripe
+	bytes    int64                            // what the cached entries count against budget
+	budget   int64                            // this stripe's share of CacheBytes; 0: none
+	inflight map[keyHash]int                  // round trips of a key begun and not yet ended
+	recent   map[keyHash]int64                // highest version of a key in flight invalidated since (deleteVersion: deleted)
+	_        [64 - 8 - 8 - 8 - 8 - 8 - 8]byte // keep stripes on separate cache lines
 }
 
 // deleteVersion records a delete in stripe.recent: newer than any version.
@@ -73,35 +69,119 @@ const deleteVersion = math.MaxInt64
 // trip is returned by begin and ended by add or end.
 type trip struct{ epoch uint64 }
 
-// newCache returns a cache of size entries, or nil (a disabled cache, on
-// which every method is a cheap no-op) when size is negative.
-func newCache(size int) *cache {
+// newCache returns a cache of about size entries and at most maxBytes
+// bytes (0: no byte bound), or nil (a disabled cache, on which every
+// method is a cheap no-op) when size is negative. base is the origin of
+// the entries' clock.
+func newCache(size int, maxBytes int64, base time.Time) *cache {
 	if size < 0 {
 		return nil
 	}
-	l, err := lru.New[keyHash, *entry](size)
-	if err != nil {
-		panic(err) // size > 0 is checked by Config
+	// About 64 entries a stripe at least, so that a small cache stays
+	// close to one LRU; a power of two, so a mask picks the stripe.
+	n := min(maxStripes, 1<<bits.Len(uint(max(size/64, 1))-1))
+	c := &cache{base: base, stripes: make([]stripe, n), mask: uint64(n - 1), maxEntry: math.MaxInt64}
+	if maxBytes > 0 {
+		c.maxEntry = maxBytes / 10
 	}
-	return &cache{lru: l}
+	for i := range c.stripes {
+		s := &c.stripes[i]
+		s.budget = maxBytes / int64(n)
+		l, err := simplelru.NewLRU[uint64, entry]((size+n-1)/n, func(_ uint64, e entry) { s.bytes -= e.size() })
+		if err != nil {
+			panic(err) // size > 0 is checked by Config
+		}
+		s.lru = l
+	}
+	return c
 }
 
-func (c *cache) stripe(k keyHash) *stripe { return &c.stripes[k[0]%nStripes] }
-
-// get returns the entry for k, marking it recently used.
-func (c *cache) get(k keyHash) (*entry, bool) {
+// at converts a time of the store's clock to the entries' clock.
+func (c *cache) at(t time.Time) int64 {
 	if c == nil {
-		return nil, false
+		return 0
 	}
-	return c.lru.Get(k)
+	return int64(t.Sub(c.base))
+}
+
+// newEntry returns an entry of data at version, alive until deadline and
+// used now.
+func (c *cache) newEntry(data []byte, version int64, deadline, now time.Time) entry {
+	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: c.at(now)}
+}
+
+// split returns the LRU key of k and the rest of it.
+func split(k keyHash) (uint64, [24]byte) {
+	return binary.LittleEndian.Uint64(k[:8]), [24]byte(k[8:])
+}
+
+func (c *cache) stripe(k keyHash) *stripe { return &c.stripes[uint64(k[31])&c.mask] }
+
+// getLocked returns k's entry, if the stripe holds it (and not another key
+// with the same first 8 bytes).
+func (s *stripe) getLocked(k keyHash, touch bool) (entry, bool) {
+	short, rest := split(k)
+	var e entry
+	var ok bool
+	if touch {
+		e, ok = s.lru.Get(short)
+	} else {
+		e, ok = s.lru.Peek(short)
+	}
+	if !ok || e.rest != rest {
+		return entry{}, false
+	}
+	return e, true
+}
+
+// get returns the entry for k if it is alive at now, marking it used now.
+func (c *cache) get(k keyHash, now time.Time) (entry, bool) {
+	if c == nil {
+		return entry{}, false
+	}
+	t := c.at(now)
+	s := c.stripe(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.getLocked(k, true)
+	if !ok || t >= e.deadline {
+		return entry{}, false
+	}
+	if e.lastUsed != t {
+		e.lastUsed = t
+		short, _ := split(k)
+		s.lru.Add(short, e) // the entry is already first: this only stores lastUsed
+	}
+	return e, true
 }
 
 // peek returns the entry for k without marking it used.
-func (c *cache) peek(k keyHash) (*entry, bool) {
+func (c *cache) peek(k keyHash) (entry, bool) {
 	if c == nil {
-		return nil, false
+		return entry{}, false
 	}
-	return c.lru.Peek(k)
+	s := c.stripe(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.getLocked(k, false)
+}
+
+// alive reports whether e is alive at now.
+func (c *cache) alive(e entry, now time.Time) bool { return c.at(now) < e.deadline }
+
+// touch marks k's entry, if it is still e's version, used at now.
+func (c *cache) touch(k keyHash, version int64, now time.Time) {
+	if c == nil {
+		return
+	}
+	s := c.stripe(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.getLocked(k, true); ok && e.version == version {
+		e.lastUsed = c.at(now)
+		short, _ := split(k)
+		s.lru.Add(short, e)
+	}
 }
 
 // begin is called before a database round trip whose result may be added
@@ -146,23 +226,40 @@ func (s *stripe) endLocked(k keyHash) {
 // version (or a delete) of k while rt was in flight, or a drop of the whole
 // cache. This closes the fill race: a read that started before a write or
 // delete must not put the older version into the cache after that write's
-// invalidation was applied, where it would live until evicted.
-func (c *cache) add(k keyHash, e *entry, rt trip) {
+// invalidation was applied, where it would live until evicted. An entry
+// larger than a tenth of CacheBytes is not cached.
+func (c *cache) add(k keyHash, e entry, rt trip) {
 	if c == nil {
 		return
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	newer := s.recent[k] > e.version
+	_, recent := s.recent[k]
+	newer := s.recent[k] > e.version || (e.dead && recent)
 	s.endLocked(k)
 	if newer || c.epoch.Load() != rt.epoch {
 		return
 	}
-	if old, ok := c.lru.Peek(k); ok && old.version > e.version {
+	short, rest := split(k)
+	if old, ok := s.lru.Peek(short); ok {
+		// An expired entry says nothing about versions: after a tombstone
+		// expired and was purged, a session can be written again from
+		// version 1.
+		if old.rest == rest && old.version > e.version && old.deadline > e.lastUsed {
+			return
+		}
+		s.lru.Remove(short) // its size leaves the budget through the eviction callback
+	}
+	if e.size() > c.maxEntry {
 		return
 	}
-	c.lru.Add(k, e)
+	e.rest = rest
+	s.lru.Add(short, e)
+	s.bytes += e.size()
+	for s.budget > 0 && s.bytes > s.budget && s.lru.Len() > 1 {
+		s.lru.RemoveOldest()
+	}
 }
 
 // remove drops k; round trips of k in flight will not add what they read.
@@ -199,31 +296,32 @@ func (c *cache) invalidate(k keyHash, version int64) bool {
 		}
 		s.recent[k] = version
 	}
-	if old, ok := c.lru.Peek(k); ok && old.version < version {
-		c.lru.Remove(k)
+	if old, ok := s.getLocked(k, false); ok && old.version < version {
+		short, _ := split(k)
+		s.lru.Remove(short)
 		return true
 	}
 	return false
 }
 
 // scavenge removes entries unused since before cutoff, or expired by now,
-// from the least recently used end, and stops at the first entry that is
-// neither. It returns how many it removed.
+// from the least recently used end of each stripe, and stops there at the
+// first entry that is neither. It returns how many it removed.
 func (c *cache) scavenge(cutoff, now time.Time) int {
 	if c == nil {
 		return 0
 	}
+	cut, t := c.at(cutoff), c.at(now)
 	removed := 0
-	// Bounded, in case concurrent writes keep changing the oldest entry.
-	for range c.lru.Len() {
-		k, e, ok := c.lru.GetOldest()
-		if !ok || (e.lastUsed.Load() >= cutoff.UnixNano() && now.Before(e.deadline)) {
-			break
-		}
-		s := c.stripe(k)
+	for i := range c.stripes {
+		s := &c.stripes[i]
 		s.mu.Lock()
-		if cur, ok := c.lru.Peek(k); ok && cur == e {
-			c.lru.Remove(k)
+		for {
+			_, e, ok := s.lru.GetOldest()
+			if !ok || (e.lastUsed >= cut && t < e.deadline) {
+				break
+			}
+			s.lru.RemoveOldest()
 			removed++
 		}
 		s.mu.Unlock()
@@ -240,15 +338,40 @@ func (c *cache) drop() {
 		c.stripes[i].mu.Lock()
 	}
 	c.epoch.Add(1)
-	c.lru.Purge()
+	for i := range c.stripes {
+		c.stripes[i].lru.Purge()
+	}
 	for i := range c.stripes {
 		c.stripes[i].mu.Unlock()
 	}
 }
 
+// len returns the number of entries.
 func (c *cache) len() int {
 	if c == nil {
 		return 0
 	}
-	return c.lru.Len()
+	n := 0
+	for i := range c.stripes {
+		s := &c.stripes[i]
+		s.mu.Lock()
+		n += s.lru.Len()
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// size returns what the entries count against the byte budget.
+func (c *cache) size() int64 {
+	if c == nil {
+		return 0
+	}
+	var n int64
+	for i := range c.stripes {
+		s := &c.stripes[i]
+		s.mu.Lock()
+		n += s.bytes
+		s.mu.Unlock()
+	}
+	return n
 }

@@ -16,14 +16,14 @@ import (
 func BenchmarkScavengeNoneIdle(b *testing.B) {
 	for _, size := range []int{10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("entries=%d", size), func(b *testing.B) {
-			c := newCache(size)
+			c := newCache(size, 0, time.Now())
 			now := time.Now()
 			deadline := now.Add(time.Hour)
 			for i := range size {
 				var seed [8]byte
 				binary.LittleEndian.PutUint64(seed[:], uint64(i))
 				k := sha256.Sum256(seed[:])
-				c.add(k, newEntry(nil, 1, deadline, now), c.begin(k))
+				c.add(k, c.newEntry(nil, 1, deadline, now), c.begin(k))
 			}
 			if c.len() != size {
 				b.Fatalf("cache holds %d, want %d", c.len(), size)
@@ -41,7 +41,7 @@ func BenchmarkScavengeNoneIdle(b *testing.B) {
 // BenchmarkScavengeIdle measures the cost per evicted entry.
 func BenchmarkScavengeIdle(b *testing.B) {
 	const size = 100_000
-	c := newCache(size)
+	c := newCache(size, 0, time.Now())
 	now := time.Now()
 	deadline := now.Add(time.Hour)
 	keys := make([]keyHash, size)
@@ -56,7 +56,7 @@ func BenchmarkScavengeIdle(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		for _, k := range keys {
-			c.add(k, newEntry(nil, 1, deadline, now), c.begin(k))
+			c.add(k, c.newEntry(nil, 1, deadline, now), c.begin(k))
 		}
 		b.StartTimer()
 		evicted += c.scavenge(later.Add(-5*time.Minute), later)

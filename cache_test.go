@@ -3,7 +3,10 @@ package pgsession_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -178,5 +181,72 @@ func TestReplayedLogoutCookieIsCheap(t *testing.T) {
 	stale.Values["user"] = "mallory"
 	if err := a.Save(request(c), httptest.NewRecorder(), stale); !errors.Is(err, pgsession.ErrDeleted) {
 		t.Fatalf("save over the logged-out session: %v, want ErrDeleted", err)
+	}
+}
+
+// heapAfterGC returns the live heap after a full collection.
+func heapAfterGC() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestCacheBytesBoundsMemory: 3,000 sessions of 60 KiB (180 MB) with a
+// 32 MiB budget keep the cache within it, and every session still loads.
+// Not parallel: it measures the heap.
+func TestCacheBytesBoundsMemory(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CacheBytes = 32 << 20
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	big := strings.Repeat("x", 60<<10)
+	before := heapAfterGC()
+	cookies := make([]*http.Cookie, 3000)
+	for i := range cookies {
+		_, cookies[i] = login(t, s, map[any]any{"i": i, "big": big})
+	}
+	grown := int64(heapAfterGC()) - int64(before)
+	st := s.Stats()
+	t.Logf("heap grew %d MiB for %d cached entries, %d MiB counted", grown>>20, st.Entries, st.CacheBytes>>20)
+	if st.CacheBytes > cfg.CacheBytes || grown > 40<<20 {
+		t.Fatalf("cache counts %d bytes, heap grew %d: want both within ~%d", st.CacheBytes, grown, cfg.CacheBytes)
+	}
+	for i, c := range cookies {
+		if got := get(t, s, c); got.IsNew || got.Values["i"] != i {
+			t.Fatalf("session %d does not load", i)
+		}
+	}
+}
+
+// TestCacheKeepsNoRequestHeader: a cached session must not pin the
+// request's Cookie header, however long it is. Not parallel: it measures
+// the heap.
+func TestCacheKeepsNoRequestHeader(t *testing.T) {
+	cfg := testConfig(t)
+	s := newStore(t, newPool(t, testDB.url), cfg)
+	const n = 2000
+	cookies := make([]*http.Cookie, n)
+	for i := range cookies {
+		_, cookies[i] = login(t, s, map[any]any{"i": i})
+	}
+	s2 := newStore(t, newPool(t, testDB.url), cfg) // an instance that caches them on Get
+	before := heapAfterGC()
+	for _, c := range cookies {
+		r := request(c)
+		// 4 KiB of other cookies in the same header, unique to the request.
+		r.Header.Set("Cookie", r.Header.Get("Cookie")+"; other="+strings.Repeat(fmt.Sprint(c.Value[:8]), 512))
+		if got, err := s2.Get(r, cookieName); err != nil || got.IsNew {
+			t.Fatalf("Get: %v", err)
+		}
+	}
+	grown := int64(heapAfterGC()) - int64(before)
+	perEntry := grown / n
+	t.Logf("%d bytes of heap per cached entry", perEntry)
+	if st := s2.Stats(); st.Entries != n {
+		t.Fatalf("%d entries cached, want %d", st.Entries, n)
+	}
+	if perEntry > 1024 {
+		t.Fatalf("each cached entry holds %d bytes of heap: the 4 KiB request header is kept", perEntry)
 	}
 }

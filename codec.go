@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Serializer encodes session values for storage. Implementations must be
@@ -108,13 +109,20 @@ func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
 }
 
 // Deserialize implements Serializer. It decodes both encodings.
-func (DefaultSerializer) Deserialize(data []byte, values map[any]any) error {
+func (d DefaultSerializer) Deserialize(data []byte, values map[any]any) error {
+	return d.deserialize(data, values, false)
+}
+
+// deserialize decodes data into values. With shared, the strings it makes
+// share data's memory instead of copying it: only for data that is never
+// modified, such as a cache entry's.
+func (DefaultSerializer) deserialize(data []byte, values map[any]any, shared bool) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty", ErrCorrupt)
 	}
 	switch data[0] {
 	case formatCompact:
-		return decodeCompact(data[1:], values)
+		return decodeCompact(data[1:], values, shared)
 	case formatGob:
 		return GobSerializer{}.Deserialize(data, values)
 	}
@@ -308,22 +316,56 @@ func (r *reader) unsigned(bits int) uint64 {
 	return v
 }
 
-func decodeCompact(data []byte, values map[any]any) error {
+// stringBoxes puts strings in interfaces without an allocation each: an
+// interface holding a string points at a string header, and these point
+// into one slice allocated for all the strings of a session. A nil
+// stringBoxes boxes as usual.
+type stringBoxes []string
+
+// box returns s in an interface.
+func (b *stringBoxes) box(s string) any {
+	if cap(*b) == len(*b) {
+		return s // converted, and allocated, as usual
+	}
+	*b = append(*b, s)
+	hdr := &(*b)[len(*b)-1]
+	var v any = ""
+	(*eface)(unsafe.Pointer(&v)).data = unsafe.Pointer(hdr)
+	return v
+}
+
+// eface is the layout of an interface{} value.
+type eface struct{ typ, data unsafe.Pointer }
+
+func decodeCompact(data []byte, values map[any]any, shared bool) error {
 	r := &reader{b: data}
+	str := func(b []byte) string { return string(b) }
+	if shared {
+		str = func(b []byte) string {
+			if len(b) == 0 {
+				return ""
+			}
+			return unsafe.String(&b[0], len(b))
+		}
+	}
 	n := r.uvarint()
 	// Every entry takes at least two bytes: this bounds n by the input, so
 	// a corrupt count cannot make us loop or allocate without limit.
 	if r.err == nil && n > uint64(len(r.b))/2 {
 		r.fail("entry count")
 	}
+	var boxes stringBoxes
+	if shared && r.err == nil {
+		boxes = make(stringBoxes, 0, 2*n)
+	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
-		k := string(r.bytes())
+		k := boxes.box(str(r.bytes()))
 		var v any
 		switch tag := r.byte(); tag {
 		case tagNil:
 			v = nil
 		case tagString:
-			v = string(r.bytes())
+			v = boxes.box(str(r.bytes()))
 		case tagBytes:
 			v = bytes.Clone(r.bytes())
 			if v.([]byte) == nil {

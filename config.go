@@ -17,6 +17,7 @@ const (
 	DefaultTable             = "http_sessions"
 	DefaultCookieMaxAge      = 30 * 24 * 60 * 60 // seconds: 30 days
 	DefaultCacheSize         = 10000
+	DefaultCacheBytes        = 64 << 20
 	DefaultMaxLength         = 64 << 10
 	DefaultBrowserSessionTTL = 24 * time.Hour
 	DefaultRefreshAfter      = 5 * time.Minute
@@ -114,6 +115,14 @@ type Config struct {
 	// Default 10000; negative disables the cache, so every Get reads the
 	// database.
 	CacheSize int
+
+	// CacheBytes bounds the cache's memory: the encoded sessions it holds
+	// plus about 200 bytes of bookkeeping each. Past it, the least recently
+	// used sessions leave first; a session larger than a tenth of it is not
+	// cached at all. CacheSize bounds the count, CacheBytes the bytes:
+	// whichever is reached first evicts. Default 64 MiB; negative means no
+	// byte bound.
+	CacheBytes int64
 
 	// MaxLength is the largest encoded session, in bytes, that Save will
 	// store; a larger one fails with ErrTooLarge. Default 64 KiB; negative is
@@ -278,6 +287,12 @@ func (c Config) withDefaults() (Config, error) {
 
 	if c.CacheSize == 0 {
 		c.CacheSize = DefaultCacheSize
+	}
+	switch {
+	case c.CacheBytes == 0:
+		c.CacheBytes = DefaultCacheBytes
+	case c.CacheBytes < 0:
+		c.CacheBytes = 0 // no byte bound
 	}
 	switch {
 	case c.MaxLength == 0:

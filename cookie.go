@@ -1,11 +1,26 @@
 package pgsession
 
 import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash"
+	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
 
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
@@ -15,13 +30,29 @@ import (
 //
 // A session's secret is a random 32-byte token. session.ID is the token in
 // base64url; the table holds only its SHA-256. The cookie value is
-// securecookie's encoding (signed, and with a block key encrypted) of
+// gorilla/securecookie's encoding (signed, and with a block key encrypted)
+// of the payload
 //
 //	token (32 bytes) || uvarint(version)
 //
 // where version is the row version this client was last given, so that no
 // instance serves it anything older. securecookie's own timestamp check is
-// off: the row's expires_at, on the database clock, decides.
+// off (MaxAge(0)): the row's expires_at, on the database clock, decides.
+//
+// This file implements that encoding itself, byte for byte as securecookie
+// v1.1.2 with NopEncoder and MaxAge(0) writes and reads it, so cookies pass
+// both ways between this store, earlier versions of it and securecookie:
+//
+//	value = base64url(ts "|" inner "|" mac)   padded; at most 4096 bytes
+//	inner = base64url(payload)                without a block key
+//	inner = base64url(iv || AES-CTR(payload)) with one; iv: 16 random bytes
+//	mac   = HMAC-SHA256(hash key, name "|" ts "|" inner)
+//	ts    = Unix seconds at signing, in decimal
+//
+// It does so without securecookie's per-call costs (an hmac.New, a
+// cipher.NewCTR, base64 and string conversions into fresh buffers): each key
+// pair keeps its AES cipher and a pool of HMAC states, and the buffers come
+// from a pool. Verifying a valid cookie allocates nothing.
 
 // tokenLen is the number of random bytes in a session token.
 const tokenLen = 32
@@ -38,8 +69,12 @@ func newToken() (token, error) {
 	return t, nil
 }
 
-// String returns the token as session.ID carries it.
-func (t token) String() string { return base64.RawURLEncoding.EncodeToString(t[:]) }
+// String returns the token as session.ID carries it, in one allocation.
+func (t token) String() string {
+	b := make([]byte, base64.RawURLEncoding.EncodedLen(tokenLen))
+	base64.RawURLEncoding.Encode(b, t[:])
+	return unsafe.String(&b[0], len(b))
+}
 
 // parseToken parses a session.ID; anything this store could not have
 // issued is ErrInvalidID.
@@ -55,37 +90,322 @@ func parseToken(id string) (token, error) {
 	return t, nil
 }
 
-// newCodecs returns the securecookie codecs for the key pairs: the first
-// signs, all verify.
+// cookieMaxLength is securecookie's default MaxLength: longer values are
+// neither issued nor accepted.
+const cookieMaxLength = 4096
+
+// Why a cookie was rejected, for the debug log. The values are static so
+// that rejecting allocates nothing either.
+var (
+	errCookieNoKeys    = errors.New("no usable key pair")
+	errCookieTooLong   = fmt.Errorf("value longer than %d bytes", cookieMaxLength)
+	errCookieBase64    = errors.New("value is not padded base64url")
+	errCookieMAC       = errors.New("signature does not verify")
+	errCookieTimestamp = errors.New("timestamp field is not an integer")
+	errCookieInner     = errors.New("signed value is not padded base64url")
+	errCookieDecrypt   = errors.New("encrypted value shorter than its IV")
+	errCookiePayload   = errors.New("payload is not a token and version")
+)
+
+// cookieCodec is one key pair. It signs and verifies exactly as a
+// securecookie.SecureCookie with the same keys, NopEncoder and MaxAge(0)
+// does, and is a securecookie.Codec, so that the Store's codecs keep their
+// type; the store itself calls signCookie and decodeCookie, which use no
+// interface and allocate less.
+type cookieCodec struct {
+	hashKey []byte       // nil: unusable, like securecookie's without one
+	block   cipher.Block // nil: no encryption
+	macs    sync.Pool    // of hash.Hash: HMAC-SHA256 under hashKey, reset
+}
+
+var _ securecookie.Codec = (*cookieCodec)(nil)
+
+// newCodecs returns the codecs for the key pairs, as
+// securecookie.CodecsFromPairs pairs them (hash key, block key, ...), all
+// *cookieCodec: the first signs, all verify.
 func newCodecs(keyPairs [][]byte) []securecookie.Codec {
-	codecs := securecookie.CodecsFromPairs(keyPairs...)
-	for _, c := range codecs {
-		sc := c.(*securecookie.SecureCookie)
-		// The cookie carries raw bytes, so no serializer is needed. Its own
-		// age check is off: the row's expires_at, on the database clock,
-		// decides whether a session is alive.
-		sc.SetSerializer(securecookie.NopEncoder{}).MaxAge(0)
+	codecs := make([]securecookie.Codec, 0, (len(keyPairs)+1)/2)
+	for i := 0; i < len(keyPairs); i += 2 {
+		var blockKey []byte
+		if i+1 < len(keyPairs) {
+			blockKey = keyPairs[i+1]
+		}
+		codecs = append(codecs, newCookieCodec(keyPairs[i], blockKey))
 	}
 	return codecs
 }
 
-// setCookie sets the cookie for tok at version. e, if not nil, is the cache
-// entry of that version: a cookie already signed for it is reused (the
-// signature carries no expiry the store checks), and a new one is kept on it.
-func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64, e *entry) error {
-	name := session.Name()
-	var value string
-	if sc := e.signed(name, version); sc != nil {
-		value = sc.value
-	} else {
-		v, err := s.signCookie(name, tok, version)
+// newCookieCodec returns the codec of one key pair. An empty block key means
+// no encryption, as Config documents (securecookie would make a non-nil
+// empty one fail every call). A pair securecookie cannot use, with no hash
+// key or a block key AES rejects, is skipped as securecookie skips it; Config
+// admits neither.
+func newCookieCodec(hashKey, blockKey []byte) *cookieCodec {
+	c := &cookieCodec{}
+	if len(hashKey) == 0 {
+		return c
+	}
+	if len(blockKey) > 0 {
+		block, err := aes.NewCipher(blockKey)
 		if err != nil {
-			return err
+			return c
 		}
-		value = v
-		if e != nil && e.version == version {
-			e.cookie.Store(&signedCookie{name: name, value: value})
+		c.block = block
+	}
+	key := bytes.Clone(hashKey)
+	c.hashKey = key
+	c.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return c
+}
+
+// mac writes HMAC-SHA256(hash key, msg) to sum.
+func (c *cookieCodec) mac(sum *[sha256.Size]byte, msg []byte) {
+	h := c.macs.Get().(hash.Hash)
+	h.Write(msg)
+	h.Sum(sum[:0])
+	h.Reset()
+	c.macs.Put(h)
+}
+
+// cookieScratch holds the buffers of one sign or verify. Values that do not
+// fit (no cookie this store issues) get buffers of their own.
+type cookieScratch struct {
+	msg     [cookieScratchLen]byte // name "|" ts "|" inner "|" mac
+	inner   [cookieScratchLen]byte // the payload; with a block key, IV first
+	out     [cookieScratchLen]byte // the signed value, encoded
+	payload [tokenLen + binary.MaxVarintLen64]byte
+	sum     [sha256.Size]byte
+	ctr, ks [aes.BlockSize]byte // AES-CTR counter and key stream
+}
+
+// cookieScratchLen fits every field of a cookie this store issues, with a
+// cookie name of up to a few hundred bytes.
+const cookieScratchLen = 512
+
+var cookieScratchPool = sync.Pool{New: func() any { return new(cookieScratch) }}
+
+// scratchOf returns buf[:n], or a new slice when buf is too short.
+func scratchOf(buf []byte, n int) []byte {
+	if n <= len(buf) {
+		return buf[:n]
+	}
+	return make([]byte, n)
+}
+
+// usableCodec returns codec as a *cookieCodec that can sign and verify, or
+// nil.
+func usableCodec(codec securecookie.Codec) *cookieCodec {
+	if c, _ := codec.(*cookieCodec); c != nil && c.hashKey != nil {
+		return c
+	}
+	return nil
+}
+
+// verifyCookie returns the payload of value, a cookie named name, and the
+// index of the codec that verified it. It accepts exactly what
+// securecookie.DecodeMulti with securecookie's codecs of the same key pairs
+// accepts, with the same payload, which lies in sc.
+func verifyCookie(codecs []securecookie.Codec, sc *cookieScratch, name, value string) (payload []byte, pair int, err error) {
+	if len(value) > cookieMaxLength {
+		return nil, -1, errCookieTooLong
+	}
+	// base64 decodes from a []byte; it only reads the value's bytes.
+	src := unsafe.Slice(unsafe.StringData(value), len(value))
+	// msg is name "|" followed by the decoded value, ts "|" inner "|" mac,
+	// so that name "|" ts "|" inner, what the MAC covers, is its prefix.
+	off := len(name) + 1
+	msg := scratchOf(sc.msg[:], off+base64.URLEncoding.DecodedLen(len(src)))
+	n, err := base64.URLEncoding.Decode(msg[off:], src)
+	if err != nil {
+		return nil, -1, errCookieBase64
+	}
+	copy(msg, name)
+	msg[off-1] = '|'
+	msg = msg[:off+n]
+	// securecookie splits the decoded value at its first two pipes; the
+	// MAC is all that follows the second.
+	body := msg[off:]
+	i := bytes.IndexByte(body, '|')
+	if i < 0 {
+		return nil, -1, errCookieMAC
+	}
+	j := bytes.IndexByte(body[i+1:], '|')
+	if j < 0 {
+		return nil, -1, errCookieMAC
+	}
+	j += i + 1
+	ts, encInner, mac := body[:i], body[i+1:j], body[j+1:]
+	signed := msg[:off+j]
+	if len(mac) != sha256.Size {
+		return nil, -1, errCookieMAC
+	}
+	// As DecodeMulti: the first pair whose codec decodes the value wins.
+	// The checks after the MAC but decryption do not depend on the key, so
+	// their failure fails every pair.
+	err = errCookieNoKeys
+	var inner []byte
+	decoded := false
+	for k, codec := range codecs {
+		c := usableCodec(codec)
+		if c == nil {
+			continue
 		}
+		c.mac(&sc.sum, signed)
+		if !hmac.Equal(sc.sum[:], mac) {
+			err = errCookieMAC
+			continue
+		}
+		if !decoded {
+			if !validTimestamp(ts) {
+				return nil, -1, errCookieTimestamp
+			}
+			inner = scratchOf(sc.inner[:], base64.URLEncoding.DecodedLen(len(encInner)))
+			n, derr := base64.URLEncoding.Decode(inner, encInner)
+			if derr != nil {
+				return nil, -1, errCookieInner
+			}
+			inner, decoded = inner[:n], true
+		}
+		if c.block == nil {
+			return inner, k, nil
+		}
+		if len(inner) <= aes.BlockSize {
+			err = errCookieDecrypt
+			continue
+		}
+		payload = inner[aes.BlockSize:]
+		xorCTR(c.block, sc, inner[:aes.BlockSize], payload)
+		return payload, k, nil
+	}
+	return nil, -1, err
+}
+
+// sign returns the cookie value of payload for a cookie named name, as
+// securecookie's Encode would at Unix time now.
+func (c *cookieCodec) sign(sc *cookieScratch, name string, payload []byte, now int64) (string, error) {
+	inner := payload
+	if c.block != nil {
+		inner = scratchOf(sc.inner[:], aes.BlockSize+len(payload))
+		iv := inner[:aes.BlockSize]
+		if _, err := rand.Read(iv); err != nil {
+			return "", fmt.Errorf("generate IV: %w", err)
+		}
+		copy(inner[aes.BlockSize:], payload)
+		xorCTR(c.block, sc, iv, inner[aes.BlockSize:])
+	}
+	size := len(name) + len("|-9223372036854775808||") + base64.URLEncoding.EncodedLen(len(inner)) + sha256.Size
+	msg := scratchOf(sc.msg[:], size)[:0]
+	msg = append(msg, name...)
+	msg = append(msg, '|')
+	msg = strconv.AppendInt(msg, now, 10)
+	msg = append(msg, '|')
+	msg = base64.URLEncoding.AppendEncode(msg, inner)
+	c.mac(&sc.sum, msg)
+	msg = append(msg, '|')
+	msg = append(msg, sc.sum[:]...)
+	body := msg[len(name)+1:]
+	if n := base64.URLEncoding.EncodedLen(len(body)); n > cookieMaxLength {
+		return "", fmt.Errorf("value of %d bytes, longer than %d", n, cookieMaxLength)
+	}
+	out := scratchOf(sc.out[:], base64.URLEncoding.EncodedLen(len(body)))
+	base64.URLEncoding.Encode(out, body)
+	return string(out), nil
+}
+
+// Encode implements securecookie.Codec: value must be a []byte, which is
+// signed as securecookie with NopEncoder signs it.
+func (c *cookieCodec) Encode(name string, value any) (string, error) {
+	b, ok := value.([]byte)
+	if !ok {
+		return "", errors.New("pgsession: cookie value is not a []byte")
+	}
+	if c.hashKey == nil {
+		return "", errCookieNoKeys
+	}
+	sc := cookieScratchPool.Get().(*cookieScratch)
+	defer cookieScratchPool.Put(sc)
+	return c.sign(sc, name, b, time.Now().Unix())
+}
+
+// Decode implements securecookie.Codec: dst must be a *[]byte, which is
+// set to a new slice.
+func (c *cookieCodec) Decode(name, value string, dst any) error {
+	p, ok := dst.(*[]byte)
+	if !ok {
+		return errors.New("pgsession: cookie destination is not a *[]byte")
+	}
+	sc := cookieScratchPool.Get().(*cookieScratch)
+	defer cookieScratchPool.Put(sc)
+	payload, _, err := verifyCookie([]securecookie.Codec{c}, sc, name, value)
+	if err != nil {
+		return err
+	}
+	*p = bytes.Clone(payload)
+	return nil
+}
+
+// xorCTR XORs data with the AES-CTR key stream of block from iv, as
+// cipher.NewCTR(block, iv).XORKeyStream does (the counter is iv as a
+// 128-bit big-endian integer), without its allocations.
+func xorCTR(block cipher.Block, sc *cookieScratch, iv, data []byte) {
+	ctr, ks := sc.ctr[:], sc.ks[:]
+	copy(ctr, iv)
+	for len(data) > 0 {
+		block.Encrypt(ks, ctr)
+		data = data[subtle.XORBytes(data, data, ks):]
+		for i := len(ctr) - 1; i >= 0; i-- {
+			ctr[i]++
+			if ctr[i] != 0 {
+				break
+			}
+		}
+	}
+}
+
+// validTimestamp reports whether strconv.ParseInt(string(b), 10, 64), by
+// which securecookie reads the timestamp field, succeeds: an optional sign,
+// then decimal digits within int64.
+func validTimestamp(b []byte) bool {
+	limit := uint64(math.MaxInt64)
+	if len(b) > 0 && (b[0] == '+' || b[0] == '-') {
+		if b[0] == '-' {
+			limit++
+		}
+		b = b[1:]
+	}
+	if len(b) == 0 {
+		return false
+	}
+	var n uint64
+	for _, c := range b {
+		d := uint64(c - '0')
+		if d > 9 || n > (limit-d)/10 {
+			return false
+		}
+		n = n*10 + d
+	}
+	return true
+}
+
+// cookiePayload reads token || uvarint(version).
+func cookiePayload(payload []byte) (tok token, version int64, err error) {
+	if len(payload) <= tokenLen {
+		return tok, 0, errCookiePayload
+	}
+	v, n := binary.Uvarint(payload[tokenLen:])
+	if n <= 0 || tokenLen+n != len(payload) || v > 1<<62 {
+		return tok, 0, errCookiePayload
+	}
+	copy(tok[:], payload)
+	return tok, int64(v), nil
+}
+
+// setCookie sets the cookie for tok at version.
+func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
+	name := session.Name()
+	value, err := s.signCookie(name, tok, version)
+	if err != nil {
+		return err
 	}
 	http.SetCookie(w, sessions.NewCookie(name, value, opts))
 	return nil
@@ -94,36 +414,39 @@ func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts
 // signCookie returns the cookie value for tok at version, signed (and
 // encrypted, with a block key) by the current key pair.
 func (s *Store) signCookie(name string, tok token, version int64) (string, error) {
-	payload := binary.AppendUvarint(tok[:], uint64(version))
-	v, err := securecookie.EncodeMulti(name, payload, s.codecs...)
-	if err != nil {
-		return "", fmt.Errorf("encode cookie: %w", err)
+	sc := cookieScratchPool.Get().(*cookieScratch)
+	defer cookieScratchPool.Put(sc)
+	err := errCookieNoKeys
+	// As securecookie.EncodeMulti: the first pair that can sign does.
+	for _, codec := range s.codecs {
+		c := usableCodec(codec)
+		if c == nil {
+			continue
+		}
+		payload := binary.AppendUvarint(append(sc.payload[:0], tok[:]...), uint64(version))
+		var v string
+		if v, err = c.sign(sc, name, payload, time.Now().Unix()); err == nil {
+			return v, nil
+		}
 	}
-	return v, nil
+	return "", fmt.Errorf("encode cookie: %w", err)
 }
 
 // decodeCookie verifies a cookie value and returns the token and the
 // version the client was last given; primary reports that the current key
-// (the first pair) signed it.
+// (the first pair) signed it. A rejected cookie is logged at debug level.
 func (s *Store) decodeCookie(name, value string) (tok token, version int64, primary, ok bool) {
-	var payload []byte
-	i, err := 0, error(nil)
-	for i = range s.codecs {
-		if err = s.codecs[i].Decode(name, value, &payload); err == nil {
-			break
-		}
+	sc := cookieScratchPool.Get().(*cookieScratch)
+	payload, pair, err := verifyCookie(s.codecs, sc, name, value)
+	if err == nil {
+		tok, version, err = cookiePayload(payload)
 	}
+	cookieScratchPool.Put(sc)
 	if err != nil {
-		s.log.Debug("pgsession: cookie rejected", "name", name, "err", err)
-		return tok, 0, false, false
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("pgsession: cookie rejected", "name", name, "err", err)
+		}
+		return token{}, 0, false, false
 	}
-	if len(payload) <= tokenLen {
-		return tok, 0, false, false
-	}
-	v, n := binary.Uvarint(payload[tokenLen:])
-	if n <= 0 || tokenLen+n != len(payload) || v > 1<<62 {
-		return tok, 0, false, false
-	}
-	copy(tok[:], payload)
-	return tok, int64(v), i == 0, true
+	return tok, version, pair == 0, true
 }

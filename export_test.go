@@ -30,6 +30,9 @@ func Cached(s *Store, id string) (int64, bool) {
 		panic(err)
 	}
 	e, ok := s.cache.peek(sha256.Sum256(t[:]))
+	if ok && e.dead {
+		return 0, false
+	}
 	if !ok {
 		return 0, false
 	}

@@ -96,7 +96,7 @@ type listener struct {
 	lease    time.Duration
 	wait     time.Duration                            // quiet time before a ping
 	connect  func(context.Context) (*pgx.Conn, error) // opens a connection of the listener's own
-	send     func(ctx context.Context, payload string) (queueUsage float64, err error)
+	send     func(ctx context.Context, channel, payload string) (queueUsage float64, err error)
 	cache    *cache
 	counters *counters
 	log      *slog.Logger
@@ -189,7 +189,7 @@ type listenerConfig struct {
 	channel, origin string
 	lease           time.Duration
 	connect         func(context.Context) (*pgx.Conn, error)
-	send            func(ctx context.Context, payload string) (queueUsage float64, err error)
+	send            func(ctx context.Context, channel, payload string) (queueUsage float64, err error)
 	cache           *cache
 	counters        *counters
 	log             *slog.Logger
@@ -234,8 +234,14 @@ func (l *listener) alive() bool {
 // proofAt records a probe sent at mono time sent as heard: the path from
 // the pool to the listener worked at that time.
 func (l *listener) proofAt(sent int64) {
-	if sent > l.lastProof.Load() && sent <= l.mono() {
-		l.lastProof.Store(sent)
+	if sent > l.mono() {
+		return // not a time this listener sent
+	}
+	for {
+		last := l.lastProof.Load()
+		if sent <= last || l.lastProof.CompareAndSwap(last, sent) {
+			return
+		}
 	}
 }
 
@@ -253,8 +259,17 @@ func (l *listener) ownProbe(payload string) (sent int64, ok bool) {
 // probe sends a probe through the pool and samples the notification
 // queue's usage in the same round trip.
 func (l *listener) probe(ctx context.Context) error {
-	usage, err := l.send(ctx, l.probePrefix+strconv.FormatInt(l.mono(), 10))
+	return l.probeOn(ctx, l.channel)
+}
+
+// probeOn sends a probe on channel. When it fails, the queue's usage is
+// sampled alone: a full queue fails every notification.
+func (l *listener) probeOn(ctx context.Context, channel string) error {
+	usage, err := l.send(ctx, channel, l.probePrefix+strconv.FormatInt(l.mono(), 10))
 	if err != nil {
+		if u, uerr := l.send(ctx, "", ""); uerr == nil {
+			l.queueUsage.Store(math.Float64bits(u))
+		}
 		return err
 	}
 	l.queueUsage.Store(math.Float64bits(usage))
@@ -304,8 +319,16 @@ func (l *listener) setUp(initial bool) {
 // listen opens the dedicated connection, LISTENs on it, and makes sure it
 // hears a probe sent through the pool, within the lease and verifyTimeout.
 // On failure it removes its LISTEN and closes the connection.
+//
+// It first checks, on a channel of its own that nobody else uses, that the
+// connection hears the pool at all, and only then sets the session up and
+// LISTENs on the store's channel. Behind PgBouncer in transaction mode a
+// LISTEN (or SET) reaches a server connection that PgBouncer lends to
+// other clients, and an UNLISTEN may reach another one: so a connection
+// that cannot hear leaves behind at most a LISTEN on a channel that gets no
+// notifications but the one probe, and no settings.
 func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.lease+verifyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, l.lease+2*verifyTimeout)
 	defer cancel()
 	cctx, ccancel := context.WithTimeout(ctx, l.lease)
 	defer ccancel()
@@ -313,11 +336,20 @@ func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.prepare(cctx, conn); err != nil {
+	check := "pgsession_check_" + l.origin
+	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{check}.Sanitize()); err != nil {
 		closeConn(conn)
 		return nil, err
 	}
-	if err := l.verify(ctx, conn); err != nil {
+	if err := l.verify(ctx, conn, check); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	if err := l.prepare(cctx, conn, check); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	if err := l.verify(ctx, conn, l.channel); err != nil {
 		unlisten(conn)
 		closeConn(conn)
 		return nil, err
@@ -325,14 +357,14 @@ func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// verify sends a probe through the pool and waits for conn to hear it.
-// Other notifications that arrive meanwhile are not applied: the cache is
-// empty (New) or dropped after this (a reconnect).
-func (l *listener) verify(ctx context.Context, conn *pgx.Conn) error {
+// verify sends a probe through the pool on channel and waits for conn to
+// hear it. Other notifications that arrive meanwhile are not applied: the
+// cache is empty (New) or dropped after this (a reconnect).
+func (l *listener) verify(ctx context.Context, conn *pgx.Conn, channel string) error {
 	ctx, cancel := context.WithTimeout(ctx, min(l.lease, verifyTimeout))
 	defer cancel()
 	start := l.mono()
-	if err := l.probe(ctx); err != nil {
+	if err := l.probeOn(ctx, channel); err != nil {
 		return fmt.Errorf("send a probe notification through the pool: %w", err)
 	}
 	for {
@@ -362,7 +394,10 @@ func unlisten(conn *pgx.Conn) {
 	_, _ = conn.Exec(ctx, "UNLISTEN *")
 }
 
-func (l *listener) prepare(ctx context.Context, conn *pgx.Conn) error {
+func (l *listener) prepare(ctx context.Context, conn *pgx.Conn, check string) error {
+	if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{check}.Sanitize()); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "pgsession listener "+l.origin); err != nil {
 		return err
 	}
@@ -405,9 +440,14 @@ func listenConnector(pool *pgxpool.Pool, connString string) func(context.Context
 // probeSender returns the function that sends a probe as the store's
 // writes send their notifications: through the pool, on the channel. It
 // samples pg_notification_queue_usage() in the same round trip.
-func probeSender(pool *pgxpool.Pool, channel string) func(context.Context, string) (float64, error) {
-	return func(ctx context.Context, payload string) (float64, error) {
+// With an empty channel it only samples the usage.
+func probeSender(pool *pgxpool.Pool) func(context.Context, string, string) (float64, error) {
+	return func(ctx context.Context, channel, payload string) (float64, error) {
 		var usage float64
+		if channel == "" {
+			err := pool.QueryRow(ctx, `SELECT pg_notification_queue_usage()`).Scan(&usage)
+			return usage, err
+		}
 		err := pool.QueryRow(ctx, `SELECT pg_notification_queue_usage() FROM (SELECT pg_notify($1, $2)) n`, channel, payload).Scan(&usage)
 		return usage, err
 	}
@@ -485,11 +525,10 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		p := n.Payload
-		if sent, ok := l.ownProbe(p); ok {
-			l.proofAt(sent)
-			continue
-		}
-		if strings.HasPrefix(p, l.ownPrefix) {
+		// This store's own echoes apply here; its probes go in order with
+		// the others' invalidations, so that a probe proves the listener
+		// alive only once everything heard before it is applied.
+		if strings.HasPrefix(p, l.ownPrefix) && !strings.HasPrefix(p, l.probePrefix) {
 			l.applyPayload(p)
 			continue
 		}
@@ -500,6 +539,9 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 			l.cache.drop()
 			l.counters.drops.Add(1)
 			l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
+			if sent, ok := l.ownProbe(p); ok {
+				l.proofAt(sent) // nothing is left to apply
+			}
 		}
 	}
 }
@@ -571,6 +613,10 @@ func (l *listener) apply() {
 
 // applyPayload evicts what one notification names.
 func (l *listener) applyPayload(p string) {
+	if sent, ok := l.ownProbe(p); ok {
+		l.proofAt(sent)
+		return
+	}
 	origin, items, err := parsePayload(p)
 	if err == nil && probesOnly(items) {
 		return // another instance's probe

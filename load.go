@@ -18,26 +18,25 @@ func (s *Store) cacheUsable() bool {
 }
 
 // lookup returns the entry for k, from the cache when it holds a version
-// at least minVersion, else from the database. It returns nil for a session
-// that does not exist or has expired, and a dead entry for one that was
-// logged out after the client's version.
-func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
+// at least minVersion, else from the database; ok is false for a session
+// that does not exist or has expired. A session logged out after the
+// client's version is a dead entry.
+func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entry, ok bool, err error) {
 	usable := s.cacheUsable()
 	if usable {
-		if e, ok := s.cache.get(k); ok {
-			if now := s.now(); s.fresh(e, minVersion, now) {
-				e.touch(now)
-				s.counters.hits.Add(1)
-				return e, nil
-			}
+		// The one clock read of a cache hit: it checks the expiry and
+		// marks the entry used.
+		if e, ok := s.cache.get(k, s.now()); ok && e.version >= minVersion {
+			s.counters.hits.Add(1)
+			return e, true, nil
 		}
 	}
 	s.counters.misses.Add(1)
 	for {
-		e, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
+		p, leader, err := s.flight.do(ctx, k, func() (*entry, error) {
 			// Another flight may have filled the cache while we waited.
 			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion, s.now()) {
-				return e, nil
+				return &e, nil
 			}
 			return s.load(ctx, k)
 		})
@@ -49,10 +48,13 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry
 		}
 		// The shared read may have started before the write this client
 		// was already given: it reads again itself.
-		if err == nil && !leader && e != nil && e.version < minVersion {
-			return s.load(ctx, k)
+		if err == nil && !leader && p != nil && p.version < minVersion {
+			p, err = s.load(ctx, k)
 		}
-		return e, err
+		if err != nil || p == nil {
+			return entry{}, false, err
+		}
+		return *p, true, nil
 	}
 }
 
@@ -61,8 +63,8 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (*entry
 // than the logout: a replay of a logged-out session's cookie costs no
 // query. It lives no longer than its tombstone's row, so it can never hide
 // a session written again after the tombstone was purged.
-func (s *Store) fresh(e *entry, minVersion int64, now time.Time) bool {
-	return e.version >= minVersion && now.Before(e.deadline)
+func (s *Store) fresh(e entry, minVersion int64, now time.Time) bool {
+	return e.version >= minVersion && s.cache.alive(e, now)
 }
 
 // load reads k from the database and fills the cache with it: a live row
@@ -71,11 +73,13 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	rt := s.cache.begin(k)
 	start := s.now()
 	var (
-		e          entry
+		data       []byte
+		version    int64
+		dead       bool
 		exp, dbNow time.Time
 	)
 	s.counters.loads.Add(1)
-	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&e.data, &e.version, &exp, &dbNow, &e.dead)
+	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&data, &version, &exp, &dbNow, &dead)
 	if err != nil {
 		s.cache.end(k)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -86,8 +90,8 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	// The remaining lifetime is measured on the database clock alone and
 	// counted from before the query was sent, so the cache gives the entry
 	// up no later than the database does.
-	e.deadline = start.Add(exp.Sub(dbNow))
-	e.touch(start)
-	s.cache.add(k, &e, rt)
+	e := s.cache.newEntry(data, version, start.Add(exp.Sub(dbNow)), start)
+	e.dead = dead
+	s.cache.add(k, e, rt)
 	return &e, nil
 }

@@ -2,6 +2,8 @@ package pgsession_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -10,12 +12,15 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsession/pgsession"
@@ -244,4 +249,71 @@ func TestPgBouncerWithListenConnString(t *testing.T) {
 	if st := a.Stats(); st.Listener != pgsession.ListenerUp {
 		t.Fatalf("a's stats: %+v", st)
 	}
+}
+
+// TestFailedNewLeavesNoListenBehindPgBouncer: New refuses PgBouncer in
+// transaction mode with ErrNotHeard. A LISTEN it ran would stay on a server
+// connection that another client took before New's UNLISTEN, and every
+// later notification on the channel (every Save of the healthy instances)
+// would land in unrelated clients: so New listens on the store's channel
+// only after the connection proved it hears the pool.
+func TestFailedNewLeavesNoListenBehindPgBouncer(t *testing.T) {
+	t.Parallel()
+	url := startPgBouncer(t, "transaction")
+	var leaked atomic.Int64
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg := testConfig(t)
+	channel := channelOf(cfg.Table)
+	pc.ConnConfig.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) {
+		if n.Channel == channel {
+			leaked.Add(1)
+		}
+	}
+	unrelated := newPoolConfig(t, pc)
+	// An unrelated application keeps PgBouncer's server connections busy.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, _ = unrelated.Exec(ctx, "SELECT pg_sleep(0.001)")
+			}
+		}()
+	}
+	for range 3 { // a process that crash-loops on the error
+		s, err := pgsession.New(context.Background(), bouncerPool(t, url), cfg)
+		if err == nil {
+			s.Close()
+			t.Fatal("New succeeded")
+		}
+		if !errors.Is(err, pgsession.ErrNotHeard) {
+			t.Fatal(err)
+		}
+	}
+	// The healthy instances' writes notify the channel.
+	for range 300 {
+		sqlExec(t, "SELECT pg_notify($1, 'x')", channelOf(cfg.Table))
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if n := leaked.Load(); n > 0 {
+		t.Fatalf("after New failed, an unrelated application received %d of the store's notifications", n)
+	}
+}
+
+func channelOf(table string) string {
+	name := strings.ToLower("pgsession:public." + table)
+	if len(name) > 63 {
+		sum := sha256.Sum256([]byte(name))
+		name = name[:63-17] + "~" + hex.EncodeToString(sum[:8])
+	}
+	return name
 }

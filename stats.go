@@ -22,6 +22,7 @@ type Stats struct {
 	InvalidCookies int64 // cookies that failed verification (tampered, foreign key, truncated)
 	Errors         int64 // operations that returned an error
 	Entries        int64 // sessions in the cache now
+	CacheBytes     int64 // what the cached sessions count against Config.CacheBytes now: their data plus ~200 bytes each
 
 	// Coherence across instances.
 	Notifications      int64         // invalidation notifications received, this store's own echoes included
@@ -98,6 +99,7 @@ func (s *Store) Stats() Stats {
 		InvalidCookies: c.invalid.Load(),
 		Errors:         c.errors.Load(),
 		Entries:        int64(s.cache.len()),
+		CacheBytes:     s.cache.size(),
 
 		Notifications:      c.notifications.Load(),
 		NotifyEvictions:    c.evictions.Load(),

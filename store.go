@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
@@ -71,7 +72,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		pool:   pool,
 		cfg:    cfg,
 		codecs: newCodecs(cfg.KeyPairs),
-		cache:  newCache(cfg.CacheSize),
+		cache:  newCache(cfg.CacheSize, cfg.CacheBytes, cfg.Clock()),
 		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table),
 		log:    cfg.Logger,
@@ -110,7 +111,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			origin:   s.origin,
 			lease:    cfg.ListenLease,
 			connect:  listenConnector(pool, cfg.ListenConnString),
-			send:     probeSender(pool, cfg.Channel),
+			send:     probeSender(pool),
 			cache:    s.cache,
 			counters: &s.counters,
 			log:      s.log,
@@ -159,8 +160,7 @@ func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
 // empty session.
 func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	session := sessions.NewSession(s, name)
-	opts := *s.cfg.Cookie
-	session.Options = &opts
+	*session.Options = *s.cfg.Cookie // into the Options NewSession made
 	session.IsNew = true
 	if s.closed.Load() {
 		return session, ErrClosed
@@ -169,21 +169,21 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	if err != nil {
 		return session, nil
 	}
-	tok, version, primary, ok := s.decodeCookie(name, c.Value)
+	tok, version, _, ok := s.decodeCookie(name, c.Value)
 	if !ok {
 		s.counters.invalid.Add(1)
 		return session, nil
 	}
 	k := sha256.Sum256(tok[:])
-	e, err := s.lookup(r.Context(), k, version)
+	e, ok, err := s.lookup(r.Context(), k, version)
 	if err != nil {
 		s.counters.errors.Add(1)
 		return session, fmt.Errorf("load session: %w", err)
 	}
-	if e == nil || e.dead {
+	if !ok || e.dead {
 		return session, nil
 	}
-	if err := s.cfg.Serializer.Deserialize(e.data, session.Values); err != nil {
+	if err := s.deserialize(e.data, session.Values); err != nil {
 		clear(session.Values)
 		s.counters.errors.Add(1)
 		s.log.Error("pgsession: stored session cannot be decoded", "key_hash", fmt.Sprintf("%x", k[:8]), "err", err)
@@ -192,13 +192,18 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		}
 		return session, fmt.Errorf("load session: %w", err)
 	}
-	if primary && e.version == version && e.cookie.Load() == nil {
-		// The client's cookie is what an unchanged Save would sign again.
-		e.cookie.Store(&signedCookie{name: name, value: c.Value})
-	}
 	session.ID = tok.String()
 	session.IsNew = false
 	return session, nil
+}
+
+// deserialize decodes a cache entry's data. DefaultSerializer's strings
+// share the entry's memory, which is never modified, instead of copying it.
+func (s *Store) deserialize(data []byte, values map[any]any) error {
+	if d, ok := s.cfg.Serializer.(DefaultSerializer); ok {
+		return d.deserialize(data, values, true)
+	}
+	return s.cfg.Serializer.Deserialize(data, values)
 }
 
 // Save writes the session to the database, then updates the cache and sets
@@ -253,14 +258,21 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	// A Save that shortens the lifetime (a smaller MaxAge) is a full write:
 	// the row must expire sooner, and other instances must hear of it.
 	if e, ok := s.cache.peek(k); ok && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
-		now.Before(e.deadline) && !e.deadline.After(now.Add(lifetime)) {
-		if !e.deadline.Before(now.Add(lifetime - s.cfg.refreshLag(lifetime))) {
-			e.touch(now)
+		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime)) {
+		if e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime))) {
+			s.cache.touch(k, e.version, now)
 			s.counters.skipped.Add(1)
-			return s.setCookie(w, session, opts, tok, e.version, e)
+			return s.setCookie(w, session, opts, tok, e.version)
 		}
 		rt := s.cache.begin(k)
-		ok, err := s.refresh(ctx, k, e.version, lifetime)
+		// An invalidation applied between the peek and begin left no trace
+		// for add to see (nothing was in flight): make sure the entry is
+		// still there. Plain SQL may change data without a new version, so
+		// the refresh's own version check cannot tell.
+		ok, err := false, error(nil)
+		if cur, still := s.cache.peek(k); still && cur.version == e.version && unsafe.SliceData(cur.data) == unsafe.SliceData(e.data) {
+			ok, err = s.refresh(ctx, k, e.version, lifetime)
+		}
 		if err != nil || !ok {
 			s.cache.end(k)
 		}
@@ -269,10 +281,8 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		}
 		if ok {
 			s.counters.refreshes.Add(1)
-			refreshed := newEntry(e.data, e.version, now.Add(lifetime), now)
-			refreshed.cookie.Store(e.cookie.Load())
-			s.cache.add(k, refreshed, rt)
-			return s.setCookie(w, session, opts, tok, e.version, refreshed)
+			s.cache.add(k, s.cache.newEntry(e.data, e.version, now.Add(lifetime), now), rt)
+			return s.setCookie(w, session, opts, tok, e.version)
 		}
 		// The row changed or vanished since it was cached: write it whole.
 	}
@@ -287,17 +297,15 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 		return err
 	}
 	s.counters.saves.Add(1)
-	var e *entry
 	if res.superseded {
 		s.cache.end(k) // the write that won caches its own data
 	} else {
 		// The row may have kept its expiry (see upsertRow): the entry
 		// lives as long as the row does, counted from before the write.
-		e = newEntry(data, res.version, now.Add(res.remaining), now)
-		s.cache.add(k, e, rt)
+		s.cache.add(k, s.cache.newEntry(data, res.version, now.Add(res.remaining), now), rt)
 	}
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, res.version, e)
+	return s.setCookie(w, session, opts, tok, res.version)
 }
 
 // encode serializes the session's values, within MaxLength.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -549,4 +550,105 @@ func TestUnchangedSaveWithShorterMaxAgeWrites(t *testing.T) {
 	if st := s.Stats(); st.SavesSkipped != 0 || st.Saves != 2 {
 		t.Fatalf("stats %+v: want a full write, so other instances hear of it", st)
 	}
+}
+
+// A plain-SQL UPDATE of data that keeps the version (a migration) is
+// evicted by the trigger's notification (one key, or the clear item past
+// 1,000 rows). An unchanged Save on the same instance that peeked the
+// entry just before the eviction refreshes the expiry (WHERE version = $2
+// still matches) and caches the pre-migration data after the eviction;
+// every later unchanged Save refreshes it again, so the instance serves the
+// old data for as long as the user stays active.
+//
+// Seams: the store's Clock is called right before the fast path's peek; it
+// releases the apply hook, which lets the trigger's notification be applied
+// a few µs later, inside the window between peek and cache.begin.
+func TestUnchangedSaveDoesNotRecacheAnEvictedEntry(t *testing.T) {
+	t.Parallel()
+	for _, bulk := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one row", true: "1001 rows"}[bulk], func(t *testing.T) { refreshRace(t, bulk) })
+	}
+}
+
+func refreshRace(t *testing.T, bulk bool) {
+	var armed, clockArmed atomic.Bool
+	release := make(chan struct{}, 1)
+	hookDone := make(chan bool, 1) // true: released by the Save's clock
+	var spin atomic.Int64
+	cfg := testConfig(t)
+	cfg.RefreshAfter = -1                            // every unchanged Save refreshes the expiry
+	cfg.ScavengeInterval, cfg.PurgeInterval = -1, -1 // nothing else calls the clock
+	cfg.Clock = func() time.Time {
+		if clockArmed.Load() {
+			select {
+			case release <- struct{}{}:
+			default:
+			}
+		}
+		return time.Now()
+	}
+	cfg = pgsession.WithHandoff(cfg, 0, func() {
+		if armed.CompareAndSwap(true, false) {
+			clockArmed.Store(true)
+			released := false
+			select {
+			case <-release:
+				released = true
+			case <-time.After(time.Second):
+			}
+			clockArmed.Store(false)
+			for end := time.Now().Add(time.Duration(spin.Load())); time.Now().Before(end); {
+			}
+			hookDone <- released
+		}
+	})
+	a := newStore(t, testDB.pool, cfg)
+	truth := newStore(t, testDB.pool, pgsession.Config{KeyPairs: cfg.KeyPairs, Table: cfg.Table, CacheSize: -1})
+	pad := strings.Repeat("x", 60000) // a larger session widens peek..begin (bytes.Equal)
+	sess, c := login(t, a, map[any]any{"user": "ada", "pad": pad})
+	other, _ := login(t, truth, map[any]any{"user": "grace", "pad": pad})
+	table := pgx.Identifier{cfg.Table}.Sanitize()
+	migration := "UPDATE " + table + " SET data = (SELECT data FROM " + table + " WHERE key_hash = $2) WHERE key_hash = $1"
+	if bulk {
+		sqlExec(t, "INSERT INTO "+table+" (key_hash, data, expires_at) SELECT sha256(i::text::bytea), '\\x', now() + interval '1 hour' FROM generate_series(1, 1000) i")
+		migration = "UPDATE " + table + " SET data = CASE WHEN key_hash = $1 THEN (SELECT data FROM " + table + " WHERE key_hash = $2) ELSE data END"
+	}
+	saveAda := func() error {
+		s := sessions.NewSession(a, cookieName)
+		s.ID, s.IsNew, s.Options = sess.ID, false, &sessions.Options{Path: "/", MaxAge: 3600}
+		s.Values["user"], s.Values["pad"] = "ada", pad
+		return a.Save(request(nil), httptest.NewRecorder(), s)
+	}
+	user := func(st *pgsession.Store) any { return get(t, st, c).Values["user"] }
+	hits := 0
+	for attempt := 0; attempt < 60; attempt++ {
+		spin.Store(int64(attempt%20) * int64(500*time.Nanosecond))
+		if err := saveAda(); err != nil { // a caches ada at the row's version
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // its echo applied
+		armed.Store(true)
+		sqlExec(t, migration, keyOf(t, sess.ID), keyOf(t, other.ID)) // new data, same version
+		time.Sleep(5 * time.Millisecond)                             // its notification waits in the hook
+		if err := saveAda(); err != nil {
+			t.Fatal(err)
+		}
+		released := <-hookDone
+		time.Sleep(20 * time.Millisecond) // the notification has been applied
+		if !released {
+			continue
+		}
+		if db, got := user(truth), user(a); db != got {
+			for range 5 { // the user stays active, unchanged
+				time.Sleep(200 * time.Millisecond)
+				if err := saveAda(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Fatalf("attempt %d: the database holds %v, instance a serves %v; a second and 5 Saves later: database %v, a %v",
+				attempt, db, got, user(truth), user(a))
+		}
+		hits++
+	}
+	t.Logf("%d attempts, no stale read", hits)
 }

@@ -119,6 +119,9 @@ var instruments = []instrument{
 	{field: "Entries", name: "pgsession.cache.entry.count", unit: "{entry}", kind: intUpDownCounter,
 		desc: "Sessions in the cache now.",
 		i:    func(st pgsession.Stats) int64 { return st.Entries }},
+	{field: "CacheBytes", name: "pgsession.cache.size", unit: "By", kind: intUpDownCounter,
+		desc: "What the cached sessions count against Config.CacheBytes: their data plus about 200 bytes each.",
+		i:    func(st pgsession.Stats) int64 { return st.CacheBytes }},
 
 	// Coherence across instances.
 	{field: "Notifications", name: "pgsession.notifications", unit: "{notification}", kind: intCounter,

@@ -64,6 +64,8 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.Errors) }},
 	{"Entries", "pgsession_cache_entries", "Sessions in the cache now.", gauge,
 		func(st pgsession.Stats) float64 { return float64(st.Entries) }},
+	{"CacheBytes", "pgsession_cache_bytes", "What the cached sessions count against Config.CacheBytes: their data plus about 200 bytes each.", gauge,
+		func(st pgsession.Stats) float64 { return float64(st.CacheBytes) }},
 
 	// Coherence across instances.
 	{"Notifications", "pgsession_notifications_total", "Invalidation notifications received, this store's own echoes and probes included.", counter,
