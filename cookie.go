@@ -69,8 +69,12 @@ func newToken() (token, error) {
 	return t, nil
 }
 
-// String returns the token as session.ID carries it.
-func (t token) String() string { return base64.RawURLEncoding.EncodeToString(t[:]) }
+// String returns the token as session.ID carries it, in one allocation.
+func (t token) String() string {
+	b := make([]byte, base64.RawURLEncoding.EncodedLen(tokenLen))
+	base64.RawURLEncoding.Encode(b, t[:])
+	return unsafe.String(&b[0], len(b))
+}
 
 // parseToken parses a session.ID; anything this store could not have
 // issued is ErrInvalidID.
@@ -396,23 +400,12 @@ func cookiePayload(payload []byte) (tok token, version int64, err error) {
 	return tok, int64(v), nil
 }
 
-// setCookie sets the cookie for tok at version. e, if not nil, is the cache
-// entry of that version: a cookie already signed for it is reused (the
-// signature carries no expiry the store checks), and a new one is kept on it.
-func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64, e *entry) error {
+// setCookie sets the cookie for tok at version.
+func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
 	name := session.Name()
-	var value string
-	if sc := e.signed(name, version); sc != nil {
-		value = sc.value
-	} else {
-		v, err := s.signCookie(name, tok, version)
-		if err != nil {
-			return err
-		}
-		value = v
-		if e != nil && e.version == version {
-			e.cookie.Store(&signedCookie{name: name, value: value})
-		}
+	value, err := s.signCookie(name, tok, version)
+	if err != nil {
+		return err
 	}
 	http.SetCookie(w, sessions.NewCookie(name, value, opts))
 	return nil
