@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsession/pgsession"
 )
@@ -610,4 +611,47 @@ func TestDefaultCookie(t *testing.T) {
 	if !got.Secure || !got.HttpOnly || got.SameSite != http.SameSiteLaxMode || got.MaxAge != pgsession.DefaultCookieMaxAge || got.Path != "/" {
 		t.Fatalf("cookie %+v, want the defaults and Secure", got)
 	}
+}
+
+func ExampleStore_AutoSave() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testDB.url) // your application's pool
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pool.Close()
+	store, err := pgsession.New(ctx, pool, pgsession.Config{
+		KeyPairs: [][]byte{[]byte("example-hash-key-of-32-bytes-or-more")},
+		Table:    "example_autosave_sessions",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer store.Close()
+	defer pool.Exec(ctx, "DROP TABLE example_autosave_sessions; DROP FUNCTION example_autosave_sessions_notify()")
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		session, _ := store.Get(r, "session")
+		session.Values["user"] = "ada" // no Save: AutoSave saves it
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		session, _ := store.Get(r, "session")
+		fmt.Fprintf(w, "user=%v", session.Values["user"])
+	})
+	app := store.AutoSave(mux)
+
+	rec := httptest.NewRecorder()
+	app.ServeHTTP(rec, httptest.NewRequest("POST", "/login", nil))
+	req := httptest.NewRequest("GET", "/", nil)
+	for _, c := range rec.Result().Cookies() {
+		req.AddCookie(c)
+	}
+	rec = httptest.NewRecorder()
+	app.ServeHTTP(rec, req)
+	fmt.Println(rec.Body.String(), rec.Header().Get("Vary"))
+	// Output: user=ada Cookie
 }
