@@ -47,20 +47,21 @@ const maxStripes = 64
 // checked against the invalidations that arrived while it was in flight.
 type cache struct {
 	base     time.Time     // origin of the entries' clock
+	maxCount int64         // CacheSize
+	maxBytes int64         // CacheBytes; 0: no byte bound
 	maxEntry int64         // larger entries are not cached
+	count    atomic.Int64  // entries held, in every stripe
+	bytes    atomic.Int64  // what they count against maxBytes
 	epoch    atomic.Uint64 // bumped by drop, with every stripe lock held
 	stripes  []stripe
 	mask     uint64
 }
 
 type stripe struct {
-	mu       sync.Mutex                       // protects everything below
-	lru      *simplelru.LRU[uint64, entry]    // the cached sessions of this stripe
-	bytes    int64                            // what the cached entries count against budget
-	budget   int64                            // this stripe's share of CacheBytes; 0: none
-	inflight map[keyHash]int                  // round trips of a key begun and not yet ended
-	recent   map[keyHash]int64                // highest version of a key in flight invalidated since (deleteVersion: deleted)
-	_        [64 - 8 - 8 - 8 - 8 - 8 - 8]byte // keep stripes on separate cache lines
+	mu       sync.Mutex                    // protects everything below
+	lru      *simplelru.LRU[uint64, entry] // the cached sessions of this stripe
+	inflight map[keyHash]int               // round trips of a key begun and not yet ended
+	recent   map[keyHash]int64             // highest version of a key in flight invalidated since (deleteVersion: deleted)
 }
 
 // deleteVersion records a delete in stripe.recent: newer than any version.
@@ -80,18 +81,24 @@ func newCache(size int, maxBytes int64, base time.Time) *cache {
 	// About 64 entries a stripe at least, so that a small cache stays
 	// close to one LRU; a power of two, so a mask picks the stripe.
 	n := min(maxStripes, 1<<bits.Len(uint(max(size/64, 1))-1))
-	c := &cache{base: base, stripes: make([]stripe, n), mask: uint64(n - 1), maxEntry: math.MaxInt64}
+	c := &cache{base: base, stripes: make([]stripe, n), mask: uint64(n - 1),
+		maxCount: int64(size), maxBytes: maxBytes, maxEntry: math.MaxInt64}
 	if maxBytes > 0 {
 		c.maxEntry = maxBytes / 10
 	}
+	// The bounds are the cache's, counted across stripes: a stripe may hold
+	// up to all of them, so that no stripe evicts early because the keys
+	// fall unevenly. When the cache is over a bound, the stripe that added
+	// evicts from its own least recently used end.
 	for i := range c.stripes {
-		s := &c.stripes[i]
-		s.budget = maxBytes / int64(n)
-		l, err := simplelru.NewLRU[uint64, entry]((size+n-1)/n, func(_ uint64, e entry) { s.bytes -= e.size() })
+		l, err := simplelru.NewLRU[uint64, entry](size, func(_ uint64, e entry) {
+			c.count.Add(-1)
+			c.bytes.Add(-e.size())
+		})
 		if err != nil {
 			panic(err) // size > 0 is checked by Config
 		}
-		s.lru = l
+		c.stripes[i].lru = l
 	}
 	return c
 }
@@ -256,8 +263,9 @@ func (c *cache) add(k keyHash, e entry, rt trip) {
 	}
 	e.rest = rest
 	s.lru.Add(short, e)
-	s.bytes += e.size()
-	for s.budget > 0 && s.bytes > s.budget && s.lru.Len() > 1 {
+	c.count.Add(1)
+	c.bytes.Add(e.size())
+	for (c.count.Load() > c.maxCount || c.maxBytes > 0 && c.bytes.Load() > c.maxBytes) && s.lru.Len() > 1 {
 		s.lru.RemoveOldest()
 	}
 }
@@ -351,14 +359,7 @@ func (c *cache) len() int {
 	if c == nil {
 		return 0
 	}
-	n := 0
-	for i := range c.stripes {
-		s := &c.stripes[i]
-		s.mu.Lock()
-		n += s.lru.Len()
-		s.mu.Unlock()
-	}
-	return n
+	return int(c.count.Load())
 }
 
 // size returns what the entries count against the byte budget.
@@ -366,12 +367,5 @@ func (c *cache) size() int64 {
 	if c == nil {
 		return 0
 	}
-	var n int64
-	for i := range c.stripes {
-		s := &c.stripes[i]
-		s.mu.Lock()
-		n += s.bytes
-		s.mu.Unlock()
-	}
-	return n
+	return c.bytes.Load()
 }
