@@ -17,7 +17,9 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/textproto"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -449,4 +451,42 @@ func (s *Store) decodeCookie(name, value string) (tok token, version int64, prim
 		return token{}, 0, false, false
 	}
 	return tok, version, pair == 0, true
+}
+
+// requestCookie returns the value of the request's first cookie called
+// name, as r.Cookie does, without parsing (and allocating) every other
+// cookie of the header. The value is a substring of the header: it must
+// not be kept beyond the request.
+func requestCookie(r *http.Request, name string) (string, bool) {
+	for _, line := range r.Header["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = textproto.TrimString(part)
+			n, v, _ := strings.Cut(part, "=")
+			if textproto.TrimString(n) != name {
+				continue
+			}
+			// A quoted value, as net/http accepts it.
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if !validCookieValue(v) {
+				continue // net/http skips it, and may find a later one
+			}
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// validCookieValue reports whether net/http would accept v as a cookie
+// value (RFC 6265 cookie-octets).
+func validCookieValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if b := v[i]; b < 0x20 || b >= 0x7f || b == '"' || b == ';' || b == '\\' {
+			return false
+		}
+	}
+	return true
 }

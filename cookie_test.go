@@ -598,3 +598,39 @@ func FuzzVerifyCookie(f *testing.F) {
 		checkLikeOracle(t, fuzzPairs, name, value)
 	})
 }
+
+// TestRequestCookieAgreesWithNetHTTP: the store finds its cookie in the
+// header without parsing every other cookie, and must find what
+// r.Cookie finds.
+func TestRequestCookieAgreesWithNetHTTP(t *testing.T) {
+	headers := [][]string{
+		nil,
+		{"sid=abc"},
+		{"a=1; sid=abc; b=2"},
+		{"a=1;sid=abc"},
+		{"  sid=abc  ;a=1"},
+		{`sid="abc"`},
+		{`sid="abc`},
+		{"sid=a b; sid=good"},
+		{"sid=first; sid=second"},
+		{"a=1", "sid=second-line"},
+		{"sidx=1; xsid=2"},
+		{"sid="},
+		{"sid"},
+		{"=x; sid=y"},
+		{"sid=a\\b; sid=c"},
+		{"sid=a,b"},
+		{";;; sid=z ;;"},
+	}
+	for _, h := range headers {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		for _, line := range h {
+			r.Header.Add("Cookie", line)
+		}
+		want, err := r.Cookie(cookieName)
+		got, ok := pgsession.RequestCookie(r, cookieName)
+		if (err == nil) != ok || (ok && got != want.Value) {
+			t.Errorf("Cookie header %q: got %q, %v; net/http %v, %v", h, got, ok, want, err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"log/slog"
+	"net/http"
 	"time"
 )
 
@@ -116,3 +117,6 @@ func WithHandoff(cfg Config, size int, hook func()) Config {
 	cfg.knobs.handoff, cfg.knobs.applyHook = size, hook
 	return cfg
 }
+
+// RequestCookie exposes the store's cookie lookup.
+func RequestCookie(r *http.Request, name string) (string, bool) { return requestCookie(r, name) }

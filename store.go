@@ -165,11 +165,11 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	if s.closed.Load() {
 		return session, ErrClosed
 	}
-	c, err := r.Cookie(name)
-	if err != nil {
+	value, found := requestCookie(r, name)
+	if !found {
 		return session, nil
 	}
-	tok, version, _, ok := s.decodeCookie(name, c.Value)
+	tok, version, _, ok := s.decodeCookie(name, value)
 	if !ok {
 		s.counters.invalid.Add(1)
 		return session, nil
