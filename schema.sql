@@ -17,9 +17,14 @@ CREATE TABLE IF NOT EXISTS "http_sessions" (
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- Logged out. The row stays, empty, until expires_at, so that a request
     -- that loaded the session before the logout cannot save it back.
-    deleted    boolean     NOT NULL DEFAULT false
+    deleted    boolean     NOT NULL DEFAULT false,
+    user_id    text,                             -- Config.UserKey's value; NULL: no user
+    last_seen  timestamptz,                      -- last write or touch
+    client_ip  text,                             -- with Config.RecordClient
+    user_agent text                              -- with Config.RecordClient
 ) WITH (fillfactor = 75); -- room on each page for HOT updates of its sessions
 CREATE INDEX IF NOT EXISTS "http_sessions_expires_at_idx" ON "http_sessions" (expires_at);
+CREATE INDEX IF NOT EXISTS "http_sessions_user_id_idx" ON "http_sessions" (user_id) WHERE user_id IS NOT NULL;
 
 -- Tells every pgsession instance's cache of changes made to the table by
 -- other SQL (an administrator's DELETE, a migration's UPDATE, a TRUNCATE),

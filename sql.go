@@ -223,8 +223,9 @@ const triggerClearRows = 1000
 // indexSuffix and functionSuffix name the table's index and trigger
 // function after the table.
 const (
-	indexSuffix    = "_expires_at_idx"
-	functionSuffix = "_notify"
+	indexSuffix     = "_expires_at_idx"
+	userIndexSuffix = "_user_id_idx"
+	functionSuffix  = "_notify"
 )
 
 // notifyTrigger is one of the table's statement-level triggers. Each has
@@ -265,11 +266,12 @@ func objectName(table, suffix string) string {
 
 // ddlNames are the quoted names and literals the DDL of one table uses.
 type ddlNames struct {
-	raw      string // the table's name, unquoted
-	table    string // quoted, schema-qualified if the schema is known
-	index    string // quoted; an index always goes in its table's schema
-	function string // quoted, qualified like table
-	channel  string // the trigger argument, as a string literal
+	raw       string // the table's name, unquoted
+	table     string // quoted, schema-qualified if the schema is known
+	index     string // quoted; an index always goes in its table's schema
+	userIndex string // quoted, like index
+	function  string // quoted, qualified like table
+	channel   string // the trigger argument, as a string literal
 }
 
 func newDDLNames(schema, table, channel string) ddlNames {
@@ -280,11 +282,12 @@ func newDDLNames(schema, table, channel string) ddlNames {
 		return pgx.Identifier{schema, name}.Sanitize()
 	}
 	return ddlNames{
-		raw:      table,
-		table:    qualify(table),
-		index:    pgx.Identifier{objectName(table, indexSuffix)}.Sanitize(),
-		function: qualify(objectName(table, functionSuffix)),
-		channel:  quoteLiteral(channel),
+		raw:       table,
+		table:     qualify(table),
+		index:     pgx.Identifier{objectName(table, indexSuffix)}.Sanitize(),
+		userIndex: pgx.Identifier{objectName(table, userIndexSuffix)}.Sanitize(),
+		function:  qualify(objectName(table, functionSuffix)),
+		channel:   quoteLiteral(channel),
 	}
 }
 
@@ -314,14 +317,62 @@ func tableDDL(n ddlNames) string {
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- Logged out. The row stays, empty, until expires_at, so that a request
     -- that loaded the session before the logout cannot save it back.
-    deleted    boolean     NOT NULL DEFAULT false
-) WITH (fillfactor = 75); -- room on each page for HOT updates of its sessions
+    deleted    boolean     NOT NULL DEFAULT false,
+` + userColumns + `) WITH (fillfactor = 75); -- room on each page for HOT updates of its sessions
 `
 }
 
 // indexDDL creates the index the purger's scans use.
 func indexDDL(n ddlNames) string {
 	return `CREATE INDEX IF NOT EXISTS ` + n.index + ` ON ` + n.table + ` (expires_at);
+`
+}
+
+// userColumn is a column added after the first version: New adds those a
+// table lacks, and upgrade.sql does.
+type userColumn struct{ name, typ, comment string }
+
+// userColumnList are the columns of the user index and the device list.
+var userColumnList = [...]userColumn{
+	{"user_id", "text", "Config.UserKey's value; NULL: no user"},
+	{"last_seen", "timestamptz", "last write or touch"},
+	{"client_ip", "text", "with Config.RecordClient"},
+	{"user_agent", "text", "with Config.RecordClient"},
+}
+
+// userColumns is the column list of userColumnList, as in CREATE TABLE.
+var userColumns = func() string {
+	var b strings.Builder
+	for i, c := range userColumnList {
+		typ := c.typ
+		if i < len(userColumnList)-1 {
+			typ += ","
+		}
+		line := fmt.Sprintf("    %-10s %s", c.name, typ)
+		b.WriteString(fmt.Sprintf("%-49s-- %s\n", line, c.comment))
+	}
+	return b.String()
+}()
+
+// addColumnsDDL adds the columns of userColumnList a table made by an
+// earlier version lacks.
+func addColumnsDDL(n ddlNames) string {
+	var b strings.Builder
+	b.WriteString(`ALTER TABLE ` + n.table)
+	for i, c := range userColumnList {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n    ADD COLUMN IF NOT EXISTS " + c.name + " " + c.typ)
+	}
+	b.WriteString(";\n")
+	return b.String()
+}
+
+// userIndexDDL creates the index that lists a user's sessions. Partial:
+// sessions without a user, most of them on many sites, are not in it.
+func userIndexDDL(n ddlNames) string {
+	return `CREATE INDEX IF NOT EXISTS ` + n.userIndex + ` ON ` + n.table + ` (user_id) WHERE user_id IS NOT NULL;
 `
 }
 
@@ -384,9 +435,15 @@ func createTriggerDDL(n ddlNames, tr notifyTrigger) string {
 // made, so it does not depend on the search_path it runs under.
 const skipStoreWrites = `WHEN (pg_catalog.current_setting('pgsession.store_write', true) IS DISTINCT FROM 'on')`
 
-// upgradeDDL adds what tables made by earlier versions lack: the trigger
-// function and the triggers, replaced if they exist (upgrade.sql).
+// upgradeDDL adds what tables made by earlier versions lack: the user
+// columns and index, the trigger function and the triggers, replaced if
+// they exist (upgrade.sql).
 func upgradeDDL(n ddlNames) string {
+	return addColumnsDDL(n) + userIndexDDL(n) + triggersDDL(n)
+}
+
+// triggersDDL creates or replaces the trigger function and the triggers.
+func triggersDDL(n ddlNames) string {
 	var b strings.Builder
 	b.WriteString(functionDDL(n))
 	for _, tr := range notifyTriggers {
@@ -406,5 +463,5 @@ func ddl(schema, table string) string {
 		channelSchema = "public"
 	}
 	n := newDDLNames(schema, table, defaultChannel(channelSchema, table))
-	return tableDDL(n) + indexDDL(n) + upgradeDDL(n)
+	return tableDDL(n) + indexDDL(n) + userIndexDDL(n) + triggersDDL(n)
 }

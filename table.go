@@ -18,33 +18,44 @@ import (
 // TABLE IF NOT EXISTS (which can fail with a unique violation then).
 const ddlLockClass = 0x70677364 // "pgsd"
 
-// createTable creates the table and its index if they are missing, under
-// the creation lock. CREATE INDEX IF NOT EXISTS takes a SHARE lock on the
+// createTable creates the table and its indexes if they are missing, and
+// adds the columns a table made by an earlier version lacks, under the
+// creation lock. CREATE INDEX IF NOT EXISTS takes a SHARE lock on the
 // table even when the index is there, which waits for every write under
-// way and holds up every write behind it, so a table that has both is left
-// alone without any DDL.
+// way and holds up every write behind it, so a table that has everything
+// is left alone without any DDL.
 func (s *Store) createTable(ctx context.Context) error {
-	indexed, err := s.indexed(ctx, s.pool)
-	if err == nil && !indexed {
+	st, err := s.readTable(ctx, s.pool)
+	if err == nil && !st.complete() {
 		n := newDDLNames(s.cfg.Schema, s.cfg.Table, "")
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if err := s.lockDDL(ctx, tx); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, tableDDL(n)); err != nil {
+			st, err := s.readTable(ctx, tx)
+			if err != nil || st.complete() {
 				return err
+			}
+			sql := ""
+			if !st.exists {
+				sql = tableDDL(n)
+			} else if len(st.missing) > 0 {
+				sql = addColumnsDDL(n)
 			}
 			// Any index on expires_at will do: one made by an earlier
 			// version may carry a name PostgreSQL truncated.
-			if indexed, err := s.indexed(ctx, tx); err != nil || indexed {
-				return err
+			if !st.expiresIndexed {
+				sql += indexDDL(n)
 			}
-			_, err := tx.Exec(ctx, indexDDL(n))
+			if !st.userIndexed {
+				sql += userIndexDDL(n)
+			}
+			_, err = tx.Exec(ctx, sql)
 			return err
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("create session table %s (set SkipCreateTable to provision it yourself with schema.sql): %w", s.sql.table, err)
+		return fmt.Errorf("create session table %s (set SkipCreateTable to provision it yourself with schema.sql, or upgrade.sql for a table made by an earlier version): %w", s.sql.table, err)
 	}
 	return nil
 }
@@ -55,14 +66,38 @@ func (s *Store) lockDDL(ctx context.Context, tx pgx.Tx) error {
 	return err
 }
 
-// indexed reports whether the table exists and has an index that leads
-// with expires_at.
-func (s *Store) indexed(ctx context.Context, q querier) (bool, error) {
-	var ok bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_index i
-			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-			WHERE i.indrelid = pg_catalog.to_regclass($1) AND a.attname = 'expires_at')`, s.sql.table).Scan(&ok)
-	return ok, err
+// tableState is what the catalog says of the session table.
+type tableState struct {
+	exists         bool
+	expiresIndexed bool     // an index leads with expires_at
+	userIndexed    bool     // an index leads with user_id
+	missing        []string // columns of userColumnList the table lacks
+}
+
+func (st tableState) complete() bool {
+	return st.exists && st.expiresIndexed && st.userIndexed && len(st.missing) == 0
+}
+
+// readTable reads the table's state from the catalog.
+func (s *Store) readTable(ctx context.Context, q querier) (tableState, error) {
+	var st tableState
+	var columns []string
+	err := q.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL,
+			EXISTS (SELECT FROM pg_catalog.pg_index i
+				JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+				WHERE i.indrelid = pg_catalog.to_regclass($1) AND a.attname = 'expires_at'),
+			EXISTS (SELECT FROM pg_catalog.pg_index i
+				JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+				WHERE i.indrelid = pg_catalog.to_regclass($1) AND a.attname = 'user_id'),
+			ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+				WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped)`,
+		s.sql.table).Scan(&st.exists, &st.expiresIndexed, &st.userIndexed, &columns)
+	for _, c := range userColumnList {
+		if !slices.Contains(columns, c.name) {
+			st.missing = append(st.missing, c.name)
+		}
+	}
+	return st, err
 }
 
 // querier is what the catalog queries need: a pool or a transaction.
@@ -184,12 +219,25 @@ func (st triggerState) check(s *Store) error {
 // uses, and that the connecting role may do everything the store does with
 // it, so that a missing grant fails New, not the first logout.
 func (s *Store) checkTable(ctx context.Context) error {
-	if _, err := s.pool.Exec(ctx, `SELECT key_hash, data, version, expires_at, deleted FROM `+s.sql.table+` LIMIT 0`); err != nil {
+	st, err := s.readTable(ctx, s.pool)
+	if err != nil {
+		return fmt.Errorf("check session table %s: %w", s.sql.table, err)
+	}
+	if st.exists && len(st.missing) > 0 {
+		return fmt.Errorf("session table %s lacks the columns %s, added by this version: "+
+			"run upgrade.sql (beside schema.sql) as the table's owner, with the table's name in place of http_sessions, or unset SkipCreateTable",
+			s.sql.table, strings.Join(st.missing, ", "))
+	}
+	if st.exists && !st.userIndexed {
+		s.log.Warn("pgsession: the session table has no index on user_id: listing a user's sessions scans the table; run upgrade.sql",
+			"table", s.sql.table)
+	}
+	if _, err := s.pool.Exec(ctx, `SELECT key_hash, data, version, expires_at, created_at, deleted, user_id, last_seen, client_ip, user_agent FROM `+s.sql.table+` LIMIT 0`); err != nil {
 		return fmt.Errorf("check session table %s: %w", s.sql.table, err)
 	}
 	var role string
 	var missing []string
-	err := s.pool.QueryRow(ctx, `SELECT current_user, array_remove(ARRAY[
+	err = s.pool.QueryRow(ctx, `SELECT current_user, array_remove(ARRAY[
 			CASE WHEN has_table_privilege($1, 'SELECT') THEN NULL ELSE 'SELECT' END,
 			CASE WHEN has_table_privilege($1, 'INSERT') THEN NULL ELSE 'INSERT' END,
 			CASE WHEN has_table_privilege($1, 'UPDATE') THEN NULL ELSE 'UPDATE' END,

@@ -256,7 +256,7 @@ func TestDDLWithCommentMarkersInNames(t *testing.T) {
 		return names
 	}
 	want := map[string][]string{
-		"relations": {table, table + "_expires_at_idx", table + "_pkey"},
+		"relations": {table, table + "_expires_at_idx", table + "_pkey", table + "_user_id_idx"},
 		"functions": {table + "_notify"},
 		"triggers":  {table + "_notify_delete", table + "_notify_truncate", table + "_notify_update"},
 	}

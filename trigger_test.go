@@ -417,3 +417,44 @@ func TestTriggerOnAnotherChannelFailsNew(t *testing.T) {
 	same.SkipCreateTable = true
 	newStore(t, testDB.pool, same)
 }
+
+// TestNewAddsTheUserColumns: a table made by the version before the user
+// columns (triggers in place, no user_id) is upgraded in place by New,
+// and its sessions still load; with SkipCreateTable, New names the
+// upgrade script.
+func TestNewAddsTheUserColumns(t *testing.T) {
+	t.Parallel()
+	cfg, c := oldTable(t, 0)
+	newStore(t, testDB.pool, cfg).Close() // the triggers, as the previous version made them
+	table := pgx.Identifier{cfg.Table}.Sanitize()
+	sqlExec(t, "DROP INDEX "+pgx.Identifier{cfg.Table + "_user_id_idx"}.Sanitize())
+	sqlExec(t, "ALTER TABLE "+table+" DROP COLUMN user_id, DROP COLUMN last_seen, DROP COLUMN client_ip, DROP COLUMN user_agent")
+
+	skip := cfg
+	skip.SkipCreateTable = true
+	_, err := pgsession.New(context.Background(), testDB.pool, skip)
+	if err == nil || !strings.Contains(err.Error(), "upgrade.sql") || !strings.Contains(err.Error(), "user_id") {
+		t.Fatalf("New with SkipCreateTable on a table without the user columns: %v; want an error naming upgrade.sql and user_id", err)
+	}
+
+	s := newStore(t, testDB.pool, cfg)
+	if got := get(t, s, c); got.IsNew || got.Values["user"] != "ada" {
+		t.Fatalf("the old session after the upgrade: new %v, values %v", got.IsNew, got.Values)
+	}
+	var columns, indexes int
+	err = testDB.pool.QueryRow(context.Background(), `SELECT
+			(SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname IN ('user_id', 'last_seen', 'client_ip', 'user_agent') AND NOT attisdropped),
+			(SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+				WHERE i.indrelid = $1::regclass AND a.attname = 'user_id')`, table).Scan(&columns, &indexes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if columns != 4 || indexes != 1 {
+		t.Fatalf("after New: %d user columns, %d user_id indexes; want 4 and 1", columns, indexes)
+	}
+	// And SkipCreateTable is happy now.
+	other := newStore(t, newPool(t, testDB.url), skip)
+	if got := get(t, other, c); got.Values["user"] != "ada" {
+		t.Fatalf("values %v", got.Values)
+	}
+}

@@ -1,11 +1,21 @@
--- pgsession: upgrade a session table made before the triggers (an UPDATE,
--- DELETE or TRUNCATE by other SQL did not reach the instances' caches). New
--- does this itself unless Config.SkipCreateTable is set; with it set, run
+-- pgsession: upgrade a session table made by an earlier version: it adds the
+-- user columns and index (Config.UserKey, Sessions, RecordClient) and the
+-- triggers (without them an UPDATE, DELETE or TRUNCATE by other SQL did not
+-- reach the instances' caches). The index is built with a plain CREATE INDEX,
+-- which blocks writes while it runs: on a large table, create it first with
+-- CREATE INDEX CONCURRENTLY under the same name. New does this itself
+-- unless Config.SkipCreateTable is set; with it set, run
 -- this file as the table's owner, with your table's name in place of
 -- http_sessions and, if it differs, the store's Config.Channel in place of
 -- the channel (see schema.sql). Running it again changes nothing.
 --
 -- Generated from sql.go: go test -run TestSchemaFiles -update
+ALTER TABLE "http_sessions"
+    ADD COLUMN IF NOT EXISTS user_id text,
+    ADD COLUMN IF NOT EXISTS last_seen timestamptz,
+    ADD COLUMN IF NOT EXISTS client_ip text,
+    ADD COLUMN IF NOT EXISTS user_agent text;
+CREATE INDEX IF NOT EXISTS "http_sessions_user_id_idx" ON "http_sessions" (user_id) WHERE user_id IS NOT NULL;
 
 -- Tells every pgsession instance's cache of changes made to the table by
 -- other SQL (an administrator's DELETE, a migration's UPDATE, a TRUNCATE),
