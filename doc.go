@@ -43,17 +43,25 @@
 // Saving with Options.MaxAge < 0 deletes the session: the row becomes a
 // tombstone until its expiry, so that a request that loaded the session
 // before the logout cannot save it back (it gets ErrDeleted). Concurrent
-// writes of one Store share a transaction (group commit, Config.MaxBatch).
+// writes of one Store share a transaction (group commit, Config.MaxBatch),
+// but no write waits for another's row lock, and each waits under its own
+// request's context, bounded by Config.WriteTimeout: a write cut short
+// after it was sent reports ErrUncertain. Store.AutoSave saves the
+// request's sessions before the response's headers go out.
 //
 // # Several instances
 //
 // Every write sends, in its own transaction, a pg_notify naming the
 // session's key hash and new version; each Store LISTENs on one dedicated
-// connection and evicts older copies. The cache serves only while that
-// listener proved itself alive within Config.ListenLease, and after a
-// reconnect it starts empty. The cookie carries the version the client was
-// last given, so a client never reads older than it was given, on any
-// instance.
+// connection and evicts older copies. Changes made to the table by plain
+// SQL (an admin's DELETE, a migration's UPDATE, TRUNCATE) are notified by
+// the table's triggers. The cache serves only while the listener has
+// heard, within Config.ListenLease, a probe the store sent itself through
+// the pool, the way its writes' notifications go: a listener that cannot
+// hear the writes (PgBouncer in transaction mode without ListenConnString)
+// never serves, and New fails with ErrNotHeard. After a reconnect the
+// cache starts empty. The cookie carries the version the client was last
+// given, so a client never reads older than it was given, on any instance.
 //
 // # Idle entries and expired rows
 //
