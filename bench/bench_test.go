@@ -101,7 +101,7 @@ func TestSmoke(t *testing.T) {
 
 				// The pgsession rows must take the paths their names promise.
 				switch k.name {
-				case "pgsession-cache":
+				case "pgsession-cache", "pgsession-cache-aes":
 					if d := afterGet.CacheHits - before.CacheHits; d != 1 || afterGet.Loads != before.Loads {
 						t.Errorf("Get: %d cache hits and %d loads, want 1 hit and no load", d, afterGet.Loads-before.Loads)
 					}

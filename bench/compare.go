@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"time"
 )
 
@@ -30,6 +31,42 @@ type compareCell struct {
 	// HOT is the table's updates during this cell, over all rounds: for
 	// Save changed of a store that keeps its sessions in PostgreSQL.
 	HOT *hotStats `json:",omitempty"`
+	// Allocs is the heap allocations of one op, for Get (serial), after
+	// the rounds: see measureAllocs.
+	Allocs *allocStats `json:",omitempty"`
+}
+
+// allocStats is what one operation allocates: runtime.MemStats' Mallocs
+// and TotalAlloc around a loop of Ops operations, divided by Ops. They
+// count every goroutine of the process, so for a store that waits for a
+// server they include the client library's work (pgx, redigo) as well.
+type allocStats struct {
+	Ops         int64
+	AllocsPerOp float64
+	BytesPerOp  float64
+}
+
+// allocsOp is the operation whose allocations the comparison counts.
+const allocsOp = "Get"
+
+// measureAllocs runs do for about d (at least 100 times) between two
+// reads of the process's allocation counters.
+func measureAllocs(d time.Duration, do func() error) (*allocStats, error) {
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	start := time.Now()
+	var n int64
+	for n < 100 || time.Since(start) < d {
+		for range checkEvery {
+			if err := do(); err != nil {
+				return nil, err
+			}
+			n++
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	return &allocStats{Ops: n, AllocsPerOp: float64(m1.Mallocs-m0.Mallocs) / float64(n), BytesPerOp: float64(m1.TotalAlloc-m0.TotalAlloc) / float64(n)}, nil
 }
 
 // hotOp is the operation whose updates the comparison counts.
@@ -195,6 +232,19 @@ func comparePayload(ctx context.Context, e *env, o compareOptions, p payload, re
 					c.HOT.add(before, after, t.ops)
 				}
 			}
+		}
+	}
+	// Allocations of one Get, once every round is done, each store alone.
+	for _, r := range rows {
+		if r.kind.saves {
+			continue
+		}
+		a, err := measureAllocs(o.duration, r.serial.get)
+		if err != nil {
+			return fmt.Errorf("%s %s %s allocations: %w", r.kind.name, p.name, allocsOp, err)
+		}
+		if c := res.cell(r.kind.name, p.name, allocsOp); c != nil {
+			c.Allocs = a
 		}
 	}
 	return nil

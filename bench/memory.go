@@ -11,7 +11,9 @@ import (
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/pgsession/pgsession"
 )
 
@@ -27,6 +29,14 @@ import (
 // the payload is that less the encoded session's length. Then Clear again,
 // GC twice, HeapAlloc (H2): (H1-H2)/N is what dropping the cache gives back
 // (a cross-check; Go maps do not shrink, so it leaves out the LRU's map).
+//
+// The floor golang-lru itself sets: a simplelru.LRU[uint64, lruFloorEntry]
+// alone (the store's LRUs are simplelru keyed by a uint64, one per lock
+// stripe), with a value of the same size as the store's entry, filled with
+// N entries whose values hold no data: GC twice and HeapAlloc before and
+// after, per entry. What the store costs beyond the payload, less this, is
+// what pgsession adds to golang-lru (the stripes, the data slice's rounding
+// up to a size class, anything else an entry keeps).
 
 type memoryOptions struct {
 	entries int
@@ -42,6 +52,46 @@ type memoryResult struct {
 	Overhead      float64 // PerEntry - PayloadBytes
 	FreedPerEntry float64 // (H1-H2)/entries
 	FreedOverhead float64 // FreedPerEntry - PayloadBytes
+	// LRUFloor is the heap per entry of a simplelru.LRU alone, with
+	// LRUValueBytes-byte values: the floor golang-lru sets.
+	LRUFloor      float64
+	LRUValueBytes int
+}
+
+// lruFloorEntry has the size and shape of the store's cache entry (the
+// root's entry struct: a []byte, three int64, a [24]byte and a bool, 80
+// bytes on 64-bit platforms).
+type lruFloorEntry struct {
+	data                        []byte
+	version, deadline, lastUsed int64
+	rest                        [24]byte
+	dead                        bool
+}
+
+// lruFloor returns the heap per entry of a simplelru.LRU[uint64,
+// lruFloorEntry] of n entries: keys spread as a hash's first 8 bytes are,
+// values without data.
+func lruFloor(n int) (float64, error) {
+	h0 := heapAlloc()
+	l, err := simplelru.NewLRU[uint64, lruFloorEntry](n, nil)
+	if err != nil {
+		return 0, err
+	}
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range n {
+		// splitmix64: distinct, well-spread keys.
+		x += 0x9e3779b97f4a7c15
+		z := x
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		l.Add(z^(z>>31), lruFloorEntry{version: int64(i)})
+	}
+	h1 := heapAlloc()
+	if l.Len() != n {
+		return 0, fmt.Errorf("golang-lru floor: %d entries, want %d", l.Len(), n)
+	}
+	runtime.KeepAlive(l)
+	return (float64(h1) - float64(h0)) / float64(n), nil
 }
 
 func heapAlloc() uint64 {
@@ -129,6 +179,11 @@ func runMemory(ctx context.Context, e *env, o memoryOptions, pr progress) (_ *me
 	res.Overhead = res.PerEntry - float64(res.PayloadBytes)
 	res.FreedPerEntry = (float64(res.H1) - float64(res.H2)) / n
 	res.FreedOverhead = res.FreedPerEntry - float64(res.PayloadBytes)
+	pr.printf("memory: the golang-lru floor, %d entries", o.entries)
+	res.LRUValueBytes = int(unsafe.Sizeof(lruFloorEntry{}))
+	if res.LRUFloor, err = lruFloor(o.entries); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 

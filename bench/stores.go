@@ -28,9 +28,13 @@ import (
 // sessionName is the cookie and session name every store uses.
 const sessionName = "bench"
 
-// hashKey is the one securecookie hash key of every store (64 bytes; no
-// block key anywhere), so that all of them sign cookies the same way.
-var hashKey = []byte("pgsession-bench:hash-key:0123456789abcdef0123456789abcdef:!?#%&*+")
+// hashKey is the one securecookie hash key of every store (64 bytes), so
+// that all of them sign cookies the same way. Only the -aes rows add a
+// block key: blockKey, 32 bytes (AES-256), encrypting the cookie as well.
+var (
+	hashKey  = []byte("pgsession-bench:hash-key:0123456789abcdef0123456789abcdef:!?#%&*+")
+	blockKey = []byte("pgsession-bench:block:0123456789")
+)
 
 // The session every store holds: an int, two short strings and a string
 // whose length sets the payload size.
@@ -93,8 +97,10 @@ type storeKind struct {
 
 var storeKinds = []storeKind{
 	{name: "pgsession-cache", about: "pgsession, default Config: in-process cache on", open: openPgsessionCache},
+	{name: "pgsession-cache-aes", about: "the same with a block key: cookies encrypted (AES-256) as well as signed", open: openPgsessionCacheAES},
 	{name: "pgsession-nocache", about: "pgsession with `CacheSize: -1`: every Get reads the database", open: openPgsessionNoCache},
 	{name: "cookie", about: "gorilla `CookieStore`: the values live in the signed cookie (gob)", open: openCookie},
+	{name: "cookie-aes", about: "the same with a block key: cookies encrypted (AES-256) as well as signed", open: openCookieAES},
 	{name: "filesystem", about: "gorilla `FilesystemStore` in a temporary directory: a file per session", open: openFilesystem},
 	{name: "redistore", about: "boj/redistore on the local Redis (redigo pool of 16)", open: openRedistore},
 	{name: "scs-pgxstore", about: "alexedwards/scs v2 with its pgxstore, through `Load` and `Commit` (own pool of 16)", open: openSCS},
@@ -144,6 +150,10 @@ func openPgsessionCache(ctx context.Context, e *env, p payload) (*fixture, error
 	return openPgsession(ctx, e, p, "pgsession-cache", pgsession.Config{})
 }
 
+func openPgsessionCacheAES(ctx context.Context, e *env, p payload) (*fixture, error) {
+	return openPgsession(ctx, e, p, "pgsession-cache-aes", pgsession.Config{KeyPairs: [][]byte{hashKey, blockKey}})
+}
+
 func openPgsessionNoCache(ctx context.Context, e *env, p payload) (*fixture, error) {
 	return openPgsession(ctx, e, p, "pgsession-nocache", pgsession.Config{CacheSize: -1})
 }
@@ -163,14 +173,17 @@ func openPgsession(ctx context.Context, e *env, p payload, kind string, cfg pgse
 	return f, nil
 }
 
-// newPgsession is pgsession.New on pool with the suite's key, on a new
-// table unless cfg.Table is set. It returns the table's name.
+// newPgsession is pgsession.New on pool with the suite's hash key (unless
+// cfg.KeyPairs is set), on a new table unless cfg.Table is set. It returns
+// the table's name.
 func newPgsession(ctx context.Context, e *env, pool *pgxpool.Pool, cfg pgsession.Config) (*pgsession.Store, string, error) {
 	own := cfg.Table == ""
 	if own {
 		cfg.Table = uniqueName("pgsession")
 	}
-	cfg.KeyPairs = [][]byte{hashKey}
+	if cfg.KeyPairs == nil {
+		cfg.KeyPairs = [][]byte{hashKey}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	s, err := pgsession.New(ctx, pool, cfg)
@@ -188,7 +201,15 @@ func newPgsession(ctx context.Context, e *env, pool *pgxpool.Pool, cfg pgsession
 const maxLength = 64 << 10
 
 func openCookie(ctx context.Context, e *env, p payload) (*fixture, error) {
-	s := sessions.NewCookieStore(hashKey)
+	return newCookieFixture(p, "cookie", hashKey)
+}
+
+func openCookieAES(ctx context.Context, e *env, p payload) (*fixture, error) {
+	return newCookieFixture(p, "cookie-aes", hashKey, blockKey)
+}
+
+func newCookieFixture(p payload, kind string, keys ...[]byte) (*fixture, error) {
+	s := sessions.NewCookieStore(keys...)
 	// Measured all the same, but a browser refuses a cookie over 4096
 	// bytes: the report says so for the large payload.
 	for _, c := range s.Codecs {
@@ -196,7 +217,7 @@ func openCookie(ctx context.Context, e *env, p payload) (*fixture, error) {
 			sc.MaxLength(maxLength)
 		}
 	}
-	return &fixture{kind: "cookie", p: p, store: s}, nil
+	return &fixture{kind: kind, p: p, store: s}, nil
 }
 
 func openFilesystem(ctx context.Context, e *env, p payload) (*fixture, error) {
