@@ -39,6 +39,14 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 	if opts == nil {
 		opts = s.cfg.Cookie
 	}
+	var meta rowMeta
+	if s.cfg.UserKey != "" {
+		user, err := s.sessionUser(session)
+		if err != nil {
+			return err
+		}
+		meta.user = user
+	}
 	data, err := s.encode(session)
 	if err != nil {
 		return err
@@ -52,6 +60,15 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 		k := sha256.Sum256(t[:])
 		old = &k
 	}
+	return s.renew(ctx, w, session, opts, data, meta, old)
+}
+
+// renew stores data under a new token and, in the same transaction, logs
+// out the old one (old, nil for a session never saved), then caches the
+// new one and sets its cookie. A session logged out since the request
+// loaded it is ErrDeleted: its values must not live on under a new token.
+func (s *Store) renew(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options,
+	data []byte, meta rowMeta, old *keyHash) error {
 	tok, err := newToken()
 	if err != nil {
 		return err
@@ -82,7 +99,7 @@ func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *
 			}
 		}
 		return tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.refreshLag(lifetime).Microseconds(),
-			s.cfg.Channel, s.prefix).Scan(&version, &remainingUS)
+			s.cfg.Channel, s.prefix, meta.user, meta.clientIP, meta.userAgent, s.absoluteUS()).Scan(&version, &remainingUS)
 	})
 	if old != nil {
 		s.cache.remove(*old) // also on error: the commit may have happened

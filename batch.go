@@ -38,6 +38,7 @@ type writeOp struct {
 	lifetimeUS int64
 	lagUS      int64 // the refresh lag: a stored expiry this close to the new one stays
 	del        bool
+	meta       rowMeta
 
 	// The outcome, set before done is closed (or before commit returns).
 	res     writeResult
@@ -49,9 +50,10 @@ type writeOp struct {
 
 // writeResult is what a write stored.
 type writeResult struct {
-	version    int64         // the row version written; for a delete, 1 if a row was deleted
-	remaining  time.Duration // the row's lifetime left after the write, on the database clock
-	superseded bool          // a later write of the same session in the batch won
+	version     int64         // the row version written; for a delete, 1 if a row was deleted
+	remaining   time.Duration // the row's lifetime left after the write, on the database clock
+	superseded  bool          // a later write of the same session in the batch won
+	userChanged bool          // nothing written: the row is live with another user (Config.UserKey)
 }
 
 // committer batches the writes of one Store.
@@ -210,6 +212,7 @@ func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 	var keys, data [][]byte
 	var lifetimes, lags []int64
 	var dels [][]byte
+	var users, ips, agents []*string
 	for _, op := range ops {
 		if op.del {
 			dels = append(dels, op.key[:])
@@ -217,8 +220,10 @@ func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 		}
 		keys, data = append(keys, op.key[:]), append(data, op.data)
 		lifetimes, lags = append(lifetimes, op.lifetimeUS), append(lags, op.lagUS)
+		users, ips, agents = append(users, op.meta.user), append(ips, op.meta.clientIP), append(agents, op.meta.userAgent)
 	}
-	rows, err := s.pool.Query(ctx, s.sql.batch, keys, data, lifetimes, lags, dels, s.cfg.Channel, s.prefix)
+	rows, err := s.pool.Query(ctx, s.sql.batch, keys, data, lifetimes, lags, dels, s.cfg.Channel, s.prefix,
+		users, ips, agents, s.absoluteUS())
 	if err != nil {
 		return err
 	}
@@ -239,6 +244,8 @@ func (s *Store) commitMany(ctx context.Context, ops []*writeOp) error {
 	for _, op := range ops {
 		o, ok := got[op.key]
 		switch {
+		case ok && o.version == userChanged:
+			op.res.userChanged = true
 		case ok && o.version < 0:
 			op.skipped = true
 		case op.del && ok:

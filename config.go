@@ -220,6 +220,18 @@ type Config struct {
 	// own error. Default 128; 1 (or negative) disables batching.
 	MaxBatch int
 
+	// UserKey names the session value that holds the session's user, e.g.
+	// "user_id": a string or any integer type (stored as decimal text);
+	// absent, nil or "" means no user. The user goes in its own indexed
+	// column, so that Sessions, Revoke, LogoutUser and LogoutOthers can
+	// find a user's sessions. A Save that changes it (login, logout of the
+	// user while keeping the session, a switch of user) renews the token
+	// as Regenerate does: the old token is logged out everywhere, so a
+	// session ID planted before login is worthless after it. A value of
+	// another type fails Save with ErrInvalidUser. Default "": no user
+	// index.
+	UserKey string
+
 	// Clock is the store's local clock: it decides when cache entries are
 	// idle (MaxIdle) and when they pass the expiry read from the database.
 	// Expiry in the database always follows the database clock. Default
@@ -409,4 +421,9 @@ func (c *Config) rowLifetime(maxAge int) (time.Duration, error) {
 // writes it again.
 func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
 	return min(c.RefreshAfter, lifetime/10)
+}
+
+// shape is what the store's writes store beyond data and expiry.
+func (c *Config) shape() writeShape {
+	return writeShape{users: c.UserKey != ""}
 }

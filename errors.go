@@ -63,6 +63,11 @@ var (
 	// level before it comes to this.
 	ErrNotifyQueueFull = errors.New("pgsession: the cluster's notification queue is full")
 
+	// ErrInvalidUser is returned by Save and Regenerate when the session
+	// value under Config.UserKey is neither a string nor an integer.
+	// Nothing is written.
+	ErrInvalidUser = errors.New("pgsession: invalid user value")
+
 	// ErrCorrupt is wrapped by Get when stored session data cannot be
 	// decoded, whatever the Serializer.
 	ErrCorrupt = errors.New("pgsession: corrupt session data")

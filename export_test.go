@@ -120,3 +120,22 @@ func WithHandoff(cfg Config, size int, hook func()) Config {
 
 // RequestCookie exposes the store's cookie lookup.
 func RequestCookie(r *http.Request, name string) (string, bool) { return requestCookie(r, name) }
+
+// KeyHash returns the key hash of the session with the given ID.
+func KeyHash(id string) []byte {
+	t, err := parseToken(id)
+	if err != nil {
+		panic(err)
+	}
+	k := sha256.Sum256(t[:])
+	return k[:]
+}
+
+// SignCookieForID signs a cookie for the session ID at version 1 as s does.
+func SignCookieForID(s *Store, name, id string) (string, error) {
+	t, err := parseToken(id)
+	if err != nil {
+		return "", err
+	}
+	return s.signCookie(name, t, 1)
+}

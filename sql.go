@@ -43,16 +43,52 @@ type queries struct {
 // setting ends with the transaction.
 const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = 'on'`
 
+// writeShape is what a store's writes store beyond data and expiry,
+// chosen by its Config: the statements differ only in what an update of an
+// existing row sets and checks.
+type writeShape struct {
+	users  bool // Config.UserKey: user_id is written, and a change of it is refused (userChanged)
+	client bool // Config.RecordClient: client_ip and user_agent are written
+}
+
+// userChanged is the version a write returns when it was refused because
+// the row is live with another user (Config.UserKey): the caller renews
+// the token instead (see Store.save).
+const userChanged = -2
+
 // onConflict is the conflict rule of every upsert, single or batched (the
 // target table is aliased s): a write replaces data and expiry and bumps
 // the version, unless the row is a tombstone that has not expired yet, in
-// which case nothing is written and no row is returned (ErrDeleted).
-const onConflict = `ON CONFLICT (key_hash) DO UPDATE
-	SET data = excluded.data, expires_at = excluded.expires_at,
-		version = s.version + 1, updated_at = now(), deleted = false
-	WHERE (NOT s.deleted OR s.expires_at <= now()) AND ` + storeWrite
+// which case nothing is written and no row is returned (ErrDeleted). With
+// users, a write that would change the row's user is refused too: login
+// renews the token (see Store.save). A row reused after it expired starts
+// a new session: created_at restarts.
+func onConflict(f writeShape) string {
+	set := `data = excluded.data, expires_at = excluded.expires_at,
+		version = s.version + 1, updated_at = now(), deleted = false, last_seen = now(),
+		created_at = CASE WHEN s.deleted OR s.expires_at <= now() THEN now() ELSE s.created_at END`
+	cond := `(NOT s.deleted OR s.expires_at <= now())`
+	if f.users {
+		set += `, user_id = excluded.user_id`
+		cond += ` AND s.user_id IS NOT DISTINCT FROM excluded.user_id`
+	}
+	if f.client {
+		set += `, client_ip = excluded.client_ip, user_agent = excluded.user_agent`
+	}
+	return `ON CONFLICT (key_hash) DO UPDATE
+	SET ` + set + `
+	WHERE ` + cond + ` AND ` + storeWrite
+}
 
-func newQueries(schema, table string) queries {
+// refusedForUser selects, for the keys matching where that were not
+// written (none of them in w), those whose row is not a live tombstone:
+// with users, the write met the row live with another user.
+func refusedForUser(t, where string) string {
+	return `SELECT key_hash FROM ` + t + ` WHERE ` + where + ` AND key_hash NOT IN (SELECT key_hash FROM w)
+			AND NOT (deleted AND expires_at > now())`
+}
+
+func newQueries(schema, table string, f writeShape) queries {
 	t := pgx.Identifier{table}.Sanitize()
 	if schema != "" {
 		t = pgx.Identifier{schema, table}.Sanitize()
@@ -66,16 +102,22 @@ func newQueries(schema, table string) queries {
 		// The notification goes in the same statement, so in the same
 		// transaction: it is delivered if and only if the write commits.
 		// Parameters: key, data, lifetime and refresh lag (microseconds),
-		// channel, payload prefix. It returns the version and the row's
-		// remaining lifetime; no row when it met a tombstone.
-		upsert: `WITH w AS (` + upsertRow(t, `true`) + `)
-			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)`,
+		// channel, payload prefix, user, client IP, user agent, absolute
+		// timeout (microseconds, NULL for none). It returns the version and
+		// the row's remaining lifetime; no row when it met a tombstone,
+		// version userChanged when it met the row live with another user.
+		upsert: `WITH w AS (` + upsertRow(t, `true`, f) + `)
+			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)` +
+			ifUsers(f, `
+			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`)+`) r`),
 		// The same, unless another transaction holds the row: then it
 		// returns version -1 and writes nothing.
 		upsertSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
-			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy)`) + `)
+			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy)`, f) + `)
 			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)
-			UNION ALL SELECT -1, 0 FROM busy`,
+			UNION ALL SELECT -1, 0 FROM busy` +
+			ifUsers(f, `
+			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1 AND NOT EXISTS (SELECT FROM busy)`)+`) r`),
 		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
 			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted AND ` + storeWrite,
 		// A delete leaves a tombstone (see schema.sql); purge removes it
@@ -87,7 +129,7 @@ func newQueries(schema, table string) queries {
 			d AS (` + tombstone(t, `key_hash IN (SELECT key_hash FROM lk)`) + `)
 			SELECT CASE WHEN EXISTS (SELECT FROM busy) THEN -1 ELSE
 				(SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')) END`,
-		batch: batchSQL(t),
+		batch: batchSQL(t, f),
 		tombstoned: `SELECT EXISTS (SELECT FROM ` + t +
 			` WHERE key_hash = $1 AND deleted AND expires_at > now())`,
 		// SKIP LOCKED: rows a concurrent writer or purger holds are left
@@ -105,20 +147,39 @@ func newQueries(schema, table string) queries {
 	}
 }
 
+// ifUsers is sql with users, else nothing.
+func ifUsers(f writeShape, sql string) string {
+	if f.users {
+		return sql
+	}
+	return ""
+}
+
 // upsertRow is the INSERT ... ON CONFLICT of one session ($1 key, $2 data,
-// $3 lifetime and $4 refresh lag in microseconds), done only when cond
-// holds. It keeps the row's expiry when that is at most the refresh lag
-// before the new one: expires_at is indexed, so an update that leaves it
-// alone can be a HOT update, touching neither the index nor a new page.
-// It returns the version and the row's remaining lifetime in microseconds.
-func upsertRow(t, cond string) string {
-	return `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-		SELECT $1::bytea, $2::bytea, ` + keptExpiry(`o.expires_at`, `n.e`, `$4::bigint`) + `
-		FROM (SELECT now() + $3::bigint * interval '1 microsecond' AS e) n
-		LEFT JOIN ` + t + ` o ON o.key_hash = $1 AND NOT o.deleted
+// $3 lifetime and $4 refresh lag in microseconds, $7 user, $8 client IP,
+// $9 user agent, $10 absolute timeout in microseconds or NULL), done only
+// when cond holds. It keeps the row's expiry when that is at most the
+// refresh lag before the new one: expires_at is indexed, so an update that
+// leaves it alone can be a HOT update, touching neither the index nor a
+// new page. No expiry passes the session's start plus the absolute
+// timeout. It returns the version and the row's remaining lifetime in
+// microseconds.
+func upsertRow(t, cond string, f writeShape) string {
+	next := newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `o.created_at`, `$10::bigint`)
+	return `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at, user_id, client_ip, user_agent, last_seen)
+		SELECT $1::bytea, $2::bytea, ` + keptExpiry(`o.expires_at`, next, `$4::bigint`) + `, $7::text, $8::text, $9::text, now()
+		FROM (SELECT 1) n
+		LEFT JOIN ` + t + ` o ON o.key_hash = $1 AND NOT o.deleted AND o.expires_at > now()
 		WHERE ` + cond + ` AND ` + storeWrite + `
-		` + onConflict + `
+		` + onConflict(f) + `
 		RETURNING s.version, ` + remainingUS + ` AS remaining`
+}
+
+// newExpiry is the expiry a write sets: next, but no later than the
+// session's start (created, NULL for a new session: now) plus the absolute
+// timeout absUS (microseconds; NULL for none, which LEAST ignores).
+func newExpiry(next, created, absUS string) string {
+	return `LEAST(` + next + `, coalesce(` + created + `, now()) + ` + absUS + ` * interval '1 microsecond')`
 }
 
 // keptExpiry chooses the expiry a write stores: the current one (cur, NULL
@@ -158,7 +219,7 @@ func clearSQL(t string, wait bool) string {
 	}
 	return `WITH k AS (` + window + `),
 		c AS (
-			UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+			UPDATE ` + t + ` SET ` + tombstoneSet + `
 			WHERE key_hash IN (` + pick + `) AND ` + storeWrite + `
 			RETURNING 1),
 		n AS (SELECT count(*) AS n FROM c)
@@ -166,32 +227,41 @@ func clearSQL(t string, wait bool) string {
 			(SELECT count(*) FROM (SELECT pg_notify($2, $3)) p WHERE n.n > 0) FROM n`
 }
 
+// tombstoneSet empties a row and marks it deleted: the tombstone keeps
+// neither the data nor the user nor the client's IP and User-Agent.
+const tombstoneSet = `deleted = true, data = '\x', version = version + 1, updated_at = now(),
+		user_id = NULL, client_ip = NULL, user_agent = NULL`
+
 // tombstone is the statement that deletes the sessions matching where: it
 // empties their rows and marks them deleted until they expire.
 func tombstone(t, where string) string {
-	return `UPDATE ` + t + ` SET deleted = true, data = '\x', version = version + 1, updated_at = now()
+	return `UPDATE ` + t + ` SET ` + tombstoneSet + `
 		WHERE ` + where + ` AND NOT deleted AND ` + storeWrite + ` RETURNING key_hash`
 }
 
 // batchSQL writes many sessions in one statement: a multi-row upsert ($1
-// keys, $2 data, $3 lifetimes, $4 refresh lags), a multi-row delete ($5
-// keys), and one notification per notifyItemsPerPayload sessions ($6
+// keys, $2 data, $3 lifetimes, $4 refresh lags, $8 users, $9 client IPs,
+// $10 user agents, $11 the absolute timeout or NULL), a multi-row delete
+// ($5 keys), and one notification per notifyItemsPerPayload sessions ($6
 // channel, $7 prefix), all in the statement's one transaction. Rows that
 // another transaction holds are skipped, not waited for, so that one
 // locked session cannot stall the others' writes. It returns per key the
-// version written and the remaining lifetime; version 0 for a delete and
-// -1 for a skipped row. A key with no row was an upsert that met a
-// tombstone, or a delete of nothing.
-func batchSQL(t string) string {
+// version written and the remaining lifetime; version 0 for a delete, -1
+// for a skipped row and userChanged for a row live with another user. A
+// key with no row was an upsert that met a tombstone, or a delete of
+// nothing.
+func batchSQL(t string, f writeShape) string {
+	next := newExpiry(`now() + u.us * interval '1 microsecond'`, `o.created_at`, `$11::bigint`)
 	return `WITH u AS (
-			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[]) AS u(key_hash, data, us, lag)),
+			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $8::text[], $9::text[], $10::text[])
+				AS u(key_hash, data, us, lag, user_id, client_ip, user_agent)),
 		` + lockOrSkip(t, `key_hash = ANY($1::bytea[] || $5::bytea[])`) + `,
 		w AS (
-			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at)
-			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, `now() + u.us * interval '1 microsecond'`, `u.lag`) + `
-			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted
+			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at, user_id, client_ip, user_agent, last_seen)
+			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, next, `u.lag`) + `, u.user_id, u.client_ip, u.user_agent, now()
+			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted AND o.expires_at > now()
 			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + `
-			` + onConflict + `
+			` + onConflict(f) + `
 			RETURNING s.key_hash, s.version, ` + remainingUS + ` AS remaining),
 		ts AS (` + tombstone(t, `key_hash = ANY($5::bytea[]) AND key_hash IN (SELECT key_hash FROM lk)`) + `),
 		a AS (
@@ -202,7 +272,9 @@ func batchSQL(t string) string {
 			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM a) x
 			GROUP BY chunk)
 		SELECT a.key_hash, a.version, a.remaining FROM a, (SELECT count(*) FROM n) c
-		UNION ALL SELECT key_hash, -1, 0 FROM busy`
+		UNION ALL SELECT key_hash, -1, 0 FROM busy` + ifUsers(f, `
+		UNION ALL SELECT key_hash, `+fmt.Sprint(userChanged)+`, 0 FROM (`+
+		refusedForUser(t, `key_hash = ANY($1::bytea[]) AND key_hash NOT IN (SELECT key_hash FROM busy)`)+`) r`)
 }
 
 // The table's DDL is built here from quoted names and quoted literals: a

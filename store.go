@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +75,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		codecs: newCodecs(cfg.KeyPairs),
 		cache:  newCache(cfg.CacheSize, cfg.CacheBytes, cfg.Clock()),
 		origin: hex.EncodeToString(o[:]),
-		sql:    newQueries(cfg.Schema, cfg.Table),
+		sql:    newQueries(cfg.Schema, cfg.Table, cfg.shape()),
 		log:    cfg.Logger,
 		now:    cfg.Clock,
 
@@ -236,6 +237,14 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 }
 
 func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
+	var meta rowMeta
+	if s.cfg.UserKey != "" {
+		user, err := s.sessionUser(session)
+		if err != nil {
+			return err
+		}
+		meta.user = user
+	}
 	data, err := s.encode(session)
 	if err != nil {
 		return err
@@ -288,7 +297,13 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	}
 
 	rt := s.cache.begin(k)
-	res, err := s.write(ctx, k, data, lifetime, false)
+	res, err := s.write(ctx, k, data, lifetime, false, meta)
+	if err == nil && res.userChanged {
+		// Login, or a change of user: the token is renewed, as Regenerate
+		// does, so that a token known before is worthless after it.
+		s.cache.end(k)
+		return s.renew(ctx, w, session, opts, data, meta, &k)
+	}
 	if err != nil {
 		// ErrDeleted included: the session was logged out while this
 		// request held it, and stays logged out. ErrUncertain too: the
@@ -306,6 +321,51 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 	}
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, res.version)
+}
+
+// rowMeta is what a write stores beyond data and expiry: NULL where nil.
+type rowMeta struct {
+	user, clientIP, userAgent *string
+}
+
+// sessionUser returns the session's user, the value under UserKey as
+// text: nil when there is none.
+func (s *Store) sessionUser(session *sessions.Session) (*string, error) {
+	v, ok := session.Values[s.cfg.UserKey]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	var u string
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return nil, nil
+		}
+		u = v
+	case int:
+		u = strconv.FormatInt(int64(v), 10)
+	case int8:
+		u = strconv.FormatInt(int64(v), 10)
+	case int16:
+		u = strconv.FormatInt(int64(v), 10)
+	case int32:
+		u = strconv.FormatInt(int64(v), 10)
+	case int64:
+		u = strconv.FormatInt(v, 10)
+	case uint:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint8:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint16:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint32:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint64:
+		u = strconv.FormatUint(v, 10)
+	default:
+		return nil, fmt.Errorf("%w: session value %q is a %T, want a string or an integer", ErrInvalidUser, s.cfg.UserKey, v)
+	}
+	return &u, nil
 }
 
 // encode serializes the session's values, within MaxLength.

@@ -22,8 +22,8 @@ import (
 // When ctx ends first, the error wraps ctx's error, and tells what was
 // stored: a write not yet sent wrote nothing; one sent may still commit
 // (ErrUncertain).
-func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration, del bool) (writeResult, error) {
-	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), lagUS: s.cfg.refreshLag(lifetime).Microseconds(), del: del}
+func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time.Duration, del bool, meta rowMeta) (writeResult, error) {
+	op := &writeOp{key: k, data: data, lifetimeUS: lifetime.Microseconds(), lagUS: s.cfg.refreshLag(lifetime).Microseconds(), del: del, meta: meta}
 	var res writeResult
 	var err error
 	if s.commits == nil {
@@ -67,10 +67,13 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 			q = s.sql.upsertSkip
 		}
 		var remainingUS int64
-		err = s.pool.QueryRow(ctx, q, op.key[:], op.data, op.lifetimeUS, op.lagUS, s.cfg.Channel, s.prefix).Scan(&op.res.version, &remainingUS)
+		err = s.pool.QueryRow(ctx, q, op.key[:], op.data, op.lifetimeUS, op.lagUS, s.cfg.Channel, s.prefix,
+			op.meta.user, op.meta.clientIP, op.meta.userAgent, s.absoluteUS()).Scan(&op.res.version, &remainingUS)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			err = ErrDeleted // the upsert met a tombstone
+		case err == nil && op.res.version == userChanged:
+			op.res.version, op.res.userChanged = 0, true
 		case err == nil && op.res.version < 0:
 			op.skipped, op.res.version = true, 0
 		case err == nil:
@@ -85,6 +88,12 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 		}
 	}
 	op.err = err
+}
+
+// absoluteUS is the absolute timeout in microseconds, the last parameter
+// of every upsert: nil (NULL) when there is none.
+func (s *Store) absoluteUS() any {
+	return nil
 }
 
 // notSent is the error of a write whose context ended before it was sent.
@@ -120,7 +129,7 @@ func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
 		echo = s.listener.echoes.expect(k)
 		defer s.listener.echoes.forget(k, echo)
 	}
-	res, err := s.write(ctx, k, nil, 0, true)
+	res, err := s.write(ctx, k, nil, 0, true, rowMeta{})
 	// Dropped even on error: a failed delete may have committed.
 	s.cache.remove(k)
 	if err != nil {
