@@ -139,3 +139,6 @@ func SignCookieForID(s *Store, name, id string) (string, error) {
 	}
 	return s.signCookie(name, t, 1)
 }
+
+// SessionsSQL returns the statement Sessions runs ($1 the user).
+func SessionsSQL(s *Store) string { return s.sql.sessions }

@@ -30,6 +30,11 @@ type queries struct {
 	count      string
 	clear      string // one bounded batch
 	clearWait  string
+
+	sessions     string // a user's live sessions
+	revoke       string // one session of a user, by handle
+	logoutUser   string // every session of a user, a bounded batch
+	logoutOthers string // a session's user's other sessions, a bounded batch
 }
 
 // storeWrite marks a statement as the store's own. The table's triggers
@@ -144,7 +149,42 @@ func newQueries(schema, table string, f writeShape) queries {
 		// transactions hold; clearWait, for what is left, waits for them.
 		clear:     clearSQL(t, false),
 		clearWait: clearSQL(t, true),
+
+		// Through the partial index on user_id: an index scan of the
+		// user's rows, never of the table.
+		sessions: `SELECT ` + handleSQL + `, user_id, created_at, coalesce(last_seen, updated_at), expires_at,
+				coalesce(client_ip, ''), coalesce(user_agent, '')
+			FROM ` + t + ` WHERE user_id = $1 AND NOT deleted AND expires_at > now()
+			ORDER BY created_at DESC, key_hash`,
+		revoke:       logoutSQL(t, `$1::text`, handleSQL+` = $5::text AND $4::int > 0`),
+		logoutUser:   logoutSQL(t, `$1::text`, `$5::text IS NULL`),
+		logoutOthers: logoutSQL(t, `(SELECT user_id FROM `+t+` WHERE key_hash = $1::bytea AND NOT deleted AND expires_at > now())`, `key_hash <> $1::bytea AND $5::text IS NULL`),
 	}
+}
+
+// handleHashPrefix is hashed before a session's key hash to make its
+// handle: Store.Handle computes the same in Go.
+const handleHashPrefix = "pgsession handle"
+
+// handleSQL is a row's handle: the first 16 bytes of the SHA-256 of
+// handleHashPrefix and the key hash, in hex. The key hash cannot be found
+// from it, nor the token from the key hash.
+const handleSQL = `encode(substring(sha256('` + handleHashPrefix + `'::bytea || key_hash) FROM 1 FOR 16), 'hex')`
+
+// logoutSQL tombstones up to $4 live sessions of the user (an expression,
+// so that it may come from a row) that also match where, and notifies
+// every instance of them ($2 channel, $3 payload prefix), at most
+// notifyItemsPerPayload keys per payload, all in one statement. It returns
+// the key hashes it tombstoned.
+func logoutSQL(t, user, where string) string {
+	return `WITH d AS (` + tombstone(t, `key_hash IN (
+				SELECT key_hash FROM `+t+` WHERE user_id = `+user+` AND NOT deleted AND expires_at > now() AND `+where+`
+				LIMIT $4 FOR UPDATE)`) + `),
+		n AS (
+			SELECT pg_notify($2, $3 || string_agg(encode(key_hash, 'hex') || ':0', ' '))
+			FROM (SELECT key_hash, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM d) x
+			GROUP BY chunk)
+		SELECT d.key_hash FROM d, (SELECT count(*) FROM n) c`
 }
 
 // ifUsers is sql with users, else nothing.

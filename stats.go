@@ -19,6 +19,7 @@ type Stats struct {
 	SavesSkipped   int64 // Saves that needed no database round trip: values and expiry unchanged
 	Refreshes      int64 // Saves of unchanged values that only extended the stored expiry
 	Deletes        int64 // sessions deleted (Save with MaxAge < 0, Delete) that existed
+	Revocations    int64 // sessions logged out by Revoke, LogoutUser and LogoutOthers
 	InvalidCookies int64 // cookies that failed verification (tampered, foreign key, truncated)
 	Errors         int64 // operations that returned an error
 	Entries        int64 // sessions in the cache now
@@ -75,7 +76,7 @@ func (st *Stats) UnmarshalJSON(b []byte) error {
 
 // counters are the live, always-on counters behind Stats.
 type counters struct {
-	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors atomic.Int64
+	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors, revocations atomic.Int64
 
 	notifications, evictions, badNotifications, reconnects, drops, probeErrors atomic.Int64
 
@@ -96,6 +97,7 @@ func (s *Store) Stats() Stats {
 		SavesSkipped:   c.skipped.Load(),
 		Refreshes:      c.refreshes.Load(),
 		Deletes:        c.deletes.Load(),
+		Revocations:    c.revocations.Load(),
 		InvalidCookies: c.invalid.Load(),
 		Errors:         c.errors.Load(),
 		Entries:        int64(s.cache.len()),

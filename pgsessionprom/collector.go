@@ -58,6 +58,8 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.Refreshes) }},
 	{"Deletes", "pgsession_deletes_total", "Sessions deleted (Save with MaxAge < 0, Delete) that existed.", counter,
 		func(st pgsession.Stats) float64 { return float64(st.Deletes) }},
+	{"Revocations", "pgsession_revocations_total", "Sessions logged out by Revoke, LogoutUser and LogoutOthers.", counter,
+		func(st pgsession.Stats) float64 { return float64(st.Revocations) }},
 	{"InvalidCookies", "pgsession_invalid_cookies_total", "Cookies that failed verification (tampered, foreign key, truncated).", counter,
 		func(st pgsession.Stats) float64 { return float64(st.InvalidCookies) }},
 	{"Errors", "pgsession_errors_total", "Operations that returned an error.", counter,
