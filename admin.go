@@ -27,25 +27,21 @@ func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sess
 	defer s.writes.leave()
 	ctx, cancel := s.writeContext(r.Context())
 	defer cancel()
-	if err := s.regenerate(ctx, w, session); err != nil {
+	if err := s.regenerate(ctx, r, w, session); err != nil {
 		s.counters.errors.Add(1)
 		return fmt.Errorf("regenerate session: %w", explain(err))
 	}
 	return nil
 }
 
-func (s *Store) regenerate(ctx context.Context, w http.ResponseWriter, session *sessions.Session) error {
+func (s *Store) regenerate(ctx context.Context, r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
 	opts := session.Options
 	if opts == nil {
 		opts = s.cfg.Cookie
 	}
-	var meta rowMeta
-	if s.cfg.UserKey != "" {
-		user, err := s.sessionUser(session)
-		if err != nil {
-			return err
-		}
-		meta.user = user
+	meta, err := s.rowMeta(r, session)
+	if err != nil {
+		return err
 	}
 	data, err := s.encode(session)
 	if err != nil {

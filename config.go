@@ -232,6 +232,16 @@ type Config struct {
 	// index.
 	UserKey string
 
+	// RecordClient keeps the client's IP address (the host part of
+	// r.RemoteAddr) and User-Agent (its first 512 bytes) with the session,
+	// for SessionInfo: a "your devices" page. They are written with the
+	// session's writes; a logout erases them with the data (the tombstone
+	// keeps neither). Behind a proxy or load balancer, r.RemoteAddr is the
+	// proxy's: set it from the forwarded header with your router's
+	// real-IP middleware (chi's middleware.RealIP, echo's IPExtractor,
+	// gin's trusted proxies), for trusted proxies only. Default false.
+	RecordClient bool
+
 	// Clock is the store's local clock: it decides when cache entries are
 	// idle (MaxIdle) and when they pass the expiry read from the database.
 	// Expiry in the database always follows the database clock. Default
@@ -425,5 +435,5 @@ func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
 
 // shape is what the store's writes store beyond data and expiry.
 func (c *Config) shape() writeShape {
-	return writeShape{users: c.UserKey != ""}
+	return writeShape{users: c.UserKey != "", client: c.RecordClient}
 }

@@ -198,3 +198,47 @@ func TestUserAPINeedsUserKey(t *testing.T) {
 		t.Fatalf("LogoutUser without UserKey: %v", err)
 	}
 }
+
+// TestRecordClient: the client's IP and User-Agent are kept with the
+// session and listed; a logout erases them.
+func TestRecordClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := userConfig(t)
+	cfg.RecordClient = true
+	s := newStore(t, testDB.pool, cfg)
+	sess := get(t, s, nil)
+	sess.Values["uid"] = "ada"
+	r := request(nil)
+	r.RemoteAddr = "[2001:db8::7]:51234"
+	r.Header.Set("User-Agent", "TestAgent/1.0 "+strings.Repeat("x", 1000))
+	w := httptest.NewRecorder()
+	if err := s.Save(r, w, sess); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Sessions(ctx, "ada")
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Sessions: %v, %v", list, err)
+	}
+	if si := list[0]; si.ClientIP != "2001:db8::7" || !strings.HasPrefix(si.UserAgent, "TestAgent/1.0 ") || len(si.UserAgent) != 512 {
+		t.Fatalf("client %q, agent of %d bytes %.20q", si.ClientIP, len(si.UserAgent), si.UserAgent)
+	}
+	logout(t, s, responseCookie(t, w))
+	var kept int
+	if err := testDB.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{cfg.Table}.Sanitize()+
+		" WHERE client_ip IS NOT NULL OR user_agent IS NOT NULL").Scan(&kept); err != nil || kept != 0 {
+		t.Fatalf("%d rows keep client data after the logout (%v)", kept, err)
+	}
+
+	// Without RecordClient nothing is kept.
+	off := userConfig(t)
+	s2 := newStore(t, testDB.pool, off)
+	sess = get(t, s2, nil)
+	sess.Values["uid"] = "bob"
+	if err := s2.Save(r, httptest.NewRecorder(), sess); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s2.Sessions(ctx, "bob"); len(list) != 1 || list[0].ClientIP != "" || list[0].UserAgent != "" {
+		t.Fatalf("without RecordClient: %+v", list)
+	}
+}

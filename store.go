@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,21 +231,17 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	if opts.MaxAge < 0 {
 		return s.delete(ctx, w, session, opts)
 	}
-	if err := s.save(ctx, w, session, opts); err != nil {
+	if err := s.save(ctx, r, w, session, opts); err != nil {
 		s.counters.errors.Add(1)
 		return fmt.Errorf("save session: %w", err)
 	}
 	return nil
 }
 
-func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
-	var meta rowMeta
-	if s.cfg.UserKey != "" {
-		user, err := s.sessionUser(session)
-		if err != nil {
-			return err
-		}
-		meta.user = user
+func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
+	meta, err := s.rowMeta(r, session)
+	if err != nil {
+		return err
 	}
 	data, err := s.encode(session)
 	if err != nil {
@@ -326,6 +324,38 @@ func (s *Store) save(ctx context.Context, w http.ResponseWriter, session *sessio
 // rowMeta is what a write stores beyond data and expiry: NULL where nil.
 type rowMeta struct {
 	user, clientIP, userAgent *string
+}
+
+// maxUserAgent bounds the User-Agent kept with a session, in bytes.
+const maxUserAgent = 512
+
+// rowMeta returns what a write of the session for r stores beyond its
+// data: its user (with UserKey) and the client (with RecordClient).
+func (s *Store) rowMeta(r *http.Request, session *sessions.Session) (rowMeta, error) {
+	var meta rowMeta
+	if s.cfg.UserKey != "" {
+		user, err := s.sessionUser(session)
+		if err != nil {
+			return meta, err
+		}
+		meta.user = user
+	}
+	if s.cfg.RecordClient && r != nil {
+		ip := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if ip != "" {
+			meta.clientIP = &ip
+		}
+		if ua := r.UserAgent(); ua != "" {
+			if len(ua) > maxUserAgent {
+				ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
+			}
+			meta.userAgent = &ua
+		}
+	}
+	return meta, nil
 }
 
 // sessionUser returns the session's user, the value under UserKey as
