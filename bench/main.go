@@ -3,7 +3,7 @@
 // about, on your own PostgreSQL and Redis, and writes a report: a markdown
 // file with the tables, SVG charts and the raw numbers as JSON.
 //
-//	cd bench && go run .            # about 10 minutes
+//	cd bench && go run .            # about 8 minutes
 //	cd bench && go run . -quick     # about a minute
 //
 // See README.md for the flags, the scenarios and how each is measured.
