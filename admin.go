@@ -105,7 +105,7 @@ func (s *Store) renew(ctx context.Context, w http.ResponseWriter, session *sessi
 		return err
 	}
 	s.counters.saves.Add(1)
-	s.cache.add(k, s.cache.newEntry(data, version, now.Add(time.Duration(remainingUS)*time.Microsecond), now), rt)
+	s.cache.add(k, s.newEntry(data, version, now, time.Duration(remainingUS)*time.Microsecond, lifetime), rt)
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, version)
 }

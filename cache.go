@@ -25,6 +25,7 @@ type entry struct {
 	lastUsed int64    // cache-clock ns of the last read or write here
 	rest     [24]byte // the key hash after its first 8 bytes, which key the LRU
 	dead     bool     // a tombstone: the session was logged out at version
+	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
 
 // entryOverhead is what an entry costs beyond its data, counted against

@@ -242,6 +242,17 @@ type Config struct {
 	// gin's trusted proxies), for trusted proxies only. Default false.
 	RecordClient bool
 
+	// AbsoluteTimeout ends a session this long after it began, whatever
+	// its activity (OWASP's absolute timeout): no write or refresh extends
+	// its row past CreatedAt + AbsoluteTimeout, and the cache never serves
+	// it past that either. A session begins when its token is issued: at
+	// its first Save, and again at login (a change of UserKey's value, or
+	// Regenerate). A request that loaded the session before its end gets
+	// ErrDeleted from Save: it cannot start the session again under the
+	// same token. Cookie MaxAge keeps meaning the cookie's lifetime in the
+	// browser. Default 0: off; negative is an error.
+	AbsoluteTimeout time.Duration
+
 	// Clock is the store's local clock: it decides when cache entries are
 	// idle (MaxIdle) and when they pass the expiry read from the database.
 	// Expiry in the database always follows the database clock. Default
@@ -358,6 +369,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxIdle < 0:
 		return c, fmt.Errorf("%w: MaxIdle %v is negative (disable the scavenger with a negative ScavengeInterval)", ErrInvalidConfig, c.MaxIdle)
 	}
+	if c.AbsoluteTimeout < 0 {
+		return c, fmt.Errorf("%w: AbsoluteTimeout %v is negative (0 turns it off)", ErrInvalidConfig, c.AbsoluteTimeout)
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -435,5 +449,5 @@ func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
 
 // shape is what the store's writes store beyond data and expiry.
 func (c *Config) shape() writeShape {
-	return writeShape{users: c.UserKey != "", client: c.RecordClient}
+	return writeShape{users: c.UserKey != "", client: c.RecordClient, abs: c.AbsoluteTimeout > 0}
 }

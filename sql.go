@@ -54,6 +54,7 @@ const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = '
 type writeShape struct {
 	users  bool // Config.UserKey: user_id is written, and a change of it is refused (userChanged)
 	client bool // Config.RecordClient: client_ip and user_agent are written
+	abs    bool // Config.AbsoluteTimeout: an expired row is not written again (ErrDeleted)
 }
 
 // userChanged is the version a write returns when it was refused because
@@ -73,6 +74,11 @@ func onConflict(f writeShape) string {
 		version = s.version + 1, updated_at = now(), deleted = false, last_seen = now(),
 		created_at = CASE WHEN s.deleted OR s.expires_at <= now() THEN now() ELSE s.created_at END`
 	cond := `(NOT s.deleted OR s.expires_at <= now())`
+	if f.abs {
+		// A request that loaded the session before its end must not
+		// start it again under the same token.
+		cond = `NOT s.deleted AND s.expires_at > now()`
+	}
 	if f.users {
 		set += `, user_id = excluded.user_id`
 		cond += ` AND s.user_id IS NOT DISTINCT FROM excluded.user_id`
@@ -86,11 +92,16 @@ func onConflict(f writeShape) string {
 }
 
 // refusedForUser selects, for the keys matching where that were not
-// written (none of them in w), those whose row is not a live tombstone:
-// with users, the write met the row live with another user.
-func refusedForUser(t, where string) string {
+// written (none of them in w), those whose row is not a live tombstone
+// (with abs: those whose row is live): with users, the write met the row
+// live with another user.
+func refusedForUser(t, where string, f writeShape) string {
+	live := `NOT (deleted AND expires_at > now())`
+	if f.abs {
+		live = `NOT deleted AND expires_at > now()`
+	}
 	return `SELECT key_hash FROM ` + t + ` WHERE ` + where + ` AND key_hash NOT IN (SELECT key_hash FROM w)
-			AND NOT (deleted AND expires_at > now())`
+			AND ` + live
 }
 
 func newQueries(schema, table string, f writeShape) queries {
@@ -114,7 +125,7 @@ func newQueries(schema, table string, f writeShape) queries {
 		upsert: `WITH w AS (` + upsertRow(t, `true`, f) + `)
 			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)` +
 			ifUsers(f, `
-			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`)+`) r`),
+			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`, f)+`) r`),
 		// The same, unless another transaction holds the row: then it
 		// returns version -1 and writes nothing.
 		upsertSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
@@ -122,9 +133,13 @@ func newQueries(schema, table string, f writeShape) queries {
 			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)
 			UNION ALL SELECT -1, 0 FROM busy` +
 			ifUsers(f, `
-			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1 AND NOT EXISTS (SELECT FROM busy)`)+`) r`),
-		refresh: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
-			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted AND ` + storeWrite,
+			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1 AND NOT EXISTS (SELECT FROM busy)`, f)+`) r`),
+		// Parameters: key, version, lifetime and absolute timeout
+		// (microseconds; NULL for none). It returns the remaining lifetime.
+		refresh: `UPDATE ` + t + ` AS s SET expires_at = ` + newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `s.created_at`, `$4::bigint`) + `,
+				last_seen = now()
+			WHERE key_hash = $1 AND version = $2 AND expires_at > now() AND NOT deleted AND ` + storeWrite + `
+			RETURNING ` + remainingUS,
 		// A delete leaves a tombstone (see schema.sql); purge removes it
 		// once it expires.
 		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
@@ -314,7 +329,7 @@ func batchSQL(t string, f writeShape) string {
 		SELECT a.key_hash, a.version, a.remaining FROM a, (SELECT count(*) FROM n) c
 		UNION ALL SELECT key_hash, -1, 0 FROM busy` + ifUsers(f, `
 		UNION ALL SELECT key_hash, `+fmt.Sprint(userChanged)+`, 0 FROM (`+
-		refusedForUser(t, `key_hash = ANY($1::bytea[]) AND key_hash NOT IN (SELECT key_hash FROM busy)`)+`) r`)
+		refusedForUser(t, `key_hash = ANY($1::bytea[]) AND key_hash NOT IN (SELECT key_hash FROM busy)`, f)+`) r`)
 }
 
 // The table's DDL is built here from quoted names and quoted literals: a

@@ -266,7 +266,7 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 	// the row must expire sooner, and other instances must hear of it.
 	if e, ok := s.cache.peek(k); ok && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
 		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime)) {
-		if e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime))) {
+		if e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime))) {
 			s.cache.touch(k, e.version, now)
 			s.counters.skipped.Add(1)
 			return s.setCookie(w, session, opts, tok, e.version)
@@ -276,9 +276,9 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 		// for add to see (nothing was in flight): make sure the entry is
 		// still there. Plain SQL may change data without a new version, so
 		// the refresh's own version check cannot tell.
-		ok, err := false, error(nil)
+		ok, remaining, err := false, time.Duration(0), error(nil)
 		if cur, still := s.cache.peek(k); still && cur.version == e.version && unsafe.SliceData(cur.data) == unsafe.SliceData(e.data) {
-			ok, err = s.refresh(ctx, k, e.version, lifetime)
+			ok, remaining, err = s.refresh(ctx, k, e.version, lifetime)
 		}
 		if err != nil || !ok {
 			s.cache.end(k)
@@ -288,7 +288,7 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 		}
 		if ok {
 			s.counters.refreshes.Add(1)
-			s.cache.add(k, s.cache.newEntry(e.data, e.version, now.Add(lifetime), now), rt)
+			s.cache.add(k, s.newEntry(e.data, e.version, now, remaining, lifetime), rt)
 			return s.setCookie(w, session, opts, tok, e.version)
 		}
 		// The row changed or vanished since it was cached: write it whole.
@@ -315,10 +315,20 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 	} else {
 		// The row may have kept its expiry (see upsertRow): the entry
 		// lives as long as the row does, counted from before the write.
-		s.cache.add(k, s.cache.newEntry(data, res.version, now.Add(res.remaining), now), rt)
+		s.cache.add(k, s.newEntry(data, res.version, now, res.remaining, lifetime), rt)
 	}
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, res.version)
+}
+
+// newEntry is the cache entry of a row just written with lifetime, which
+// the database says has remaining left, counted from now (before the
+// write). It is capped when the absolute timeout held the expiry short of
+// what the write asked: a refresh could not extend it.
+func (s *Store) newEntry(data []byte, version int64, now time.Time, remaining, lifetime time.Duration) entry {
+	e := s.cache.newEntry(data, version, now.Add(remaining), now)
+	e.capped = s.cfg.AbsoluteTimeout > 0 && remaining < lifetime-s.cfg.refreshLag(lifetime)-time.Millisecond
+	return e
 }
 
 // rowMeta is what a write stores beyond data and expiry: NULL where nil.

@@ -93,7 +93,10 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 // absoluteUS is the absolute timeout in microseconds, the last parameter
 // of every upsert: nil (NULL) when there is none.
 func (s *Store) absoluteUS() any {
-	return nil
+	if s.cfg.AbsoluteTimeout <= 0 {
+		return nil
+	}
+	return s.cfg.AbsoluteTimeout.Microseconds()
 }
 
 // notSent is the error of a write whose context ended before it was sent.
@@ -148,12 +151,17 @@ func (s *Store) deleteKey(ctx context.Context, k keyHash) error {
 	return nil
 }
 
-// refresh extends the expiry of k's row if it is still at version. It
-// reports whether it was.
-func (s *Store) refresh(ctx context.Context, k keyHash, version int64, lifetime time.Duration) (bool, error) {
-	tag, err := s.pool.Exec(ctx, s.sql.refresh, k[:], version, lifetime.Microseconds())
-	if err != nil {
-		return false, err
+// refresh extends the expiry of k's row if it is still at version, no
+// further than the session's absolute end. It reports whether it was, and
+// the row's remaining lifetime.
+func (s *Store) refresh(ctx context.Context, k keyHash, version int64, lifetime time.Duration) (bool, time.Duration, error) {
+	var remainingUS int64
+	err := s.pool.QueryRow(ctx, s.sql.refresh, k[:], version, lifetime.Microseconds(), s.absoluteUS()).Scan(&remainingUS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, nil
 	}
-	return tag.RowsAffected() == 1, nil
+	if err != nil {
+		return false, 0, err
+	}
+	return true, time.Duration(remainingUS) * time.Microsecond, nil
 }
