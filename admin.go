@@ -3,6 +3,7 @@ package pgsession
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -78,6 +79,7 @@ func (s *Store) renew(ctx context.Context, w http.ResponseWriter, session *sessi
 
 	var version, remainingUS int64
 	rt := s.cache.begin(k)
+	committing := false // the COMMIT is (about to be) sent
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if old != nil {
 			var n int64
@@ -94,15 +96,26 @@ func (s *Store) renew(ctx context.Context, w http.ResponseWriter, session *sessi
 				return ErrDeleted
 			}
 		}
-		return tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.refreshLag(lifetime).Microseconds(),
+		err := tx.QueryRow(ctx, s.sql.upsert, k[:], data, lifetime.Microseconds(), s.cfg.refreshLag(lifetime).Microseconds(),
 			s.cfg.Channel, s.prefix, meta.user, meta.clientIP, meta.userAgent, s.absoluteUS()).Scan(&version, &remainingUS)
+		committing = err == nil
+		return err
 	})
 	if old != nil {
 		s.cache.remove(*old) // also on error: the commit may have happened
 	}
 	if err != nil {
 		s.cache.abort(k)
-		return err
+		// A COMMIT cut short may have gone through: the old token logged
+		// out, and the new one never given to the client.
+		var pgErr *pgconn.PgError
+		if committing && !errors.As(err, &pgErr) {
+			if ctx.Err() != nil {
+				return sentUncertain(ctx)
+			}
+			return fmt.Errorf("%w: %w", ErrUncertain, err)
+		}
+		return classify(ctx, err)
 	}
 	s.counters.saves.Add(1)
 	s.cache.add(k, s.newEntry(data, version, now, time.Duration(remainingUS)*time.Microsecond, lifetime), rt)
@@ -187,14 +200,7 @@ func (s *Store) clearBatch(ctx context.Context, q string, started time.Time, aft
 	if n > 0 || err != nil {
 		s.cache.drop() // also on error: the commit may have happened
 	}
-	if err != nil && ctx.Err() != nil {
-		if pgconn.SafeToRetry(err) {
-			err = notSent(ctx)
-		} else {
-			err = sentUncertain(ctx)
-		}
-	}
-	return n, last, err
+	return n, last, classify(bctx, err)
 }
 
 // Delete deletes the session whose session.ID is token, on every instance:

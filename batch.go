@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Group commit.
@@ -159,7 +161,9 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	for _, op := range batch {
 		prev, seen := last[op.key]
 		if seen && prev.del && !op.del {
-			op.err = ErrDeleted
+			// After the delete, alone: it meets the tombstone (ErrDeleted)
+			// if the delete committed, and writes if the delete did not.
+			op.skipped = true
 			continue
 		}
 		if !seen {
@@ -177,9 +181,12 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	if len(unique) == 1 {
 		s.commitOne(ctx, unique[0], true)
 	} else if err := s.commitMany(ctx, unique); err != nil {
-		if ctx.Err() != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err) {
+			// It may have committed: writing it again would bump versions
+			// and notify twice, or meet a logout made since.
 			for _, op := range unique {
-				op.err = sentUncertain(ctx)
+				op.err = classify(ctx, err)
 			}
 		} else {
 			s.counters.batchRetries.Add(1)
@@ -192,11 +199,11 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 		}
 	}
 	for _, op := range batch {
-		if w := last[op.key]; w != op && !errors.Is(op.err, ErrDeleted) {
+		if w := last[op.key]; w != op && !op.skipped {
 			if w.skipped {
-				// Both go alone, each on its own caller's goroutine, as two
-				// concurrent writes without batching would.
-				op.skipped = true
+				// The later write goes alone, waiting for the lock; this
+				// one is superseded by it, as in a batch, and writes nothing.
+				op.res = writeResult{superseded: true}
 				continue
 			}
 			op.res, op.err = w.res, w.err

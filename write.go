@@ -38,14 +38,36 @@ func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time
 // finish returns op's outcome, first writing it alone, under the caller's
 // own context, if the committer skipped it because another transaction
 // holds its row: only this write waits for that lock.
+//
+// It waits without holding a connection: it tries again, still skipping a
+// held row, with a backoff of 5 ms doubling to 100 ms, so that however many
+// requests wait for locked rows, the pool stays free for everyone else.
 func (s *Store) finish(ctx context.Context, op *writeOp) (writeResult, error) {
-	if op.skipped {
+	if !op.skipped {
+		return op.res, op.err
+	}
+	s.counters.lockWaits.Add(1)
+	wait := lockPollMin
+	for op.skipped {
 		op.skipped = false
-		s.counters.lockWaits.Add(1)
-		s.commitOne(ctx, op, false)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return writeResult{}, notSent(ctx) // every try so far wrote nothing
+		case <-t.C:
+		}
+		s.commitOne(ctx, op, true)
+		wait = min(2*wait, lockPollMax)
 	}
 	return op.res, op.err
 }
+
+// The backoff of a write waiting for a row another transaction holds.
+const (
+	lockPollMin = 5 * time.Millisecond
+	lockPollMax = 100 * time.Millisecond
+)
 
 // commitOne writes op in a statement of its own. With skip, a row another
 // transaction holds is not waited for: op.skipped is set instead.
@@ -80,14 +102,29 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 			op.res.remaining = time.Duration(remainingUS) * time.Microsecond
 		}
 	}
-	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrDeleted) {
-		if pgconn.SafeToRetry(err) {
-			err = notSent(ctx)
-		} else {
-			err = sentUncertain(ctx)
+	op.err = classify(ctx, err)
+}
+
+// classify tells what a failed write means for what is stored. PostgreSQL's
+// own error means the statement failed as a whole: nothing committed. An
+// error before anything was sent: nothing written. Any other (the context
+// ended, or the connection broke, after the statement was sent): it may
+// have committed, ErrUncertain.
+func classify(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil || errors.Is(err, ErrDeleted) || errors.As(err, &pgErr):
+		return err
+	case pgconn.SafeToRetry(err):
+		if ctx.Err() != nil {
+			return notSent(ctx)
 		}
+		return err
+	case ctx.Err() != nil:
+		return sentUncertain(ctx)
+	default:
+		return fmt.Errorf("%w: %w", ErrUncertain, err)
 	}
-	op.err = err
 }
 
 // absoluteUS is the absolute timeout in microseconds, the last parameter
