@@ -25,6 +25,7 @@ type entry struct {
 	lastUsed int64    // cache-clock ns of the last read or write here
 	rest     [24]byte // the key hash after its first 8 bytes, which key the LRU
 	dead     bool     // a tombstone: the session was logged out at version
+	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
 	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
 
@@ -115,7 +116,7 @@ func (c *cache) at(t time.Time) int64 {
 // newEntry returns an entry of data at version, alive until deadline and
 // used now.
 func (c *cache) newEntry(data []byte, version int64, deadline, now time.Time) entry {
-	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: c.at(now)}
+	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: c.at(now), touched: c.at(now)}
 }
 
 // split returns the LRU key of k and the rest of it.
@@ -143,24 +144,46 @@ func (s *stripe) getLocked(k keyHash, touch bool) (entry, bool) {
 }
 
 // get returns the entry for k if it is alive at now, marking it used now.
-func (c *cache) get(k keyHash, now time.Time) (entry, bool) {
+// With touchEvery > 0 (IdleTimeout), due reports that the entry was last
+// touched at least touchEvery ns ago, and marks it touched now: the caller
+// schedules a touch of its row.
+func (c *cache) get(k keyHash, now time.Time, touchEvery int64) (e entry, ok, due bool) {
 	if c == nil {
-		return entry{}, false
+		return entry{}, false, false
 	}
 	t := c.at(now)
 	s := c.stripe(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.getLocked(k, true)
+	e, ok = s.getLocked(k, true)
 	if !ok || t >= e.deadline {
-		return entry{}, false
+		return entry{}, false, false
 	}
-	if e.lastUsed != t {
+	if touchEvery > 0 && !e.dead && t-e.touched >= touchEvery {
+		e.touched, due = t, true
+	}
+	if e.lastUsed != t || due {
 		e.lastUsed = t
 		short, _ := split(k)
 		s.lru.Add(short, e) // the entry is already first: this only stores lastUsed
 	}
-	return e, true
+	return e, true, due
+}
+
+// extend moves the deadline of k's entry, if it is still at version, out
+// to deadline (a touch extended its row).
+func (c *cache) extend(k keyHash, version int64, deadline time.Time) {
+	if c == nil {
+		return
+	}
+	s := c.stripe(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.getLocked(k, false); ok && e.version == version && !e.dead && c.at(deadline) > e.deadline {
+		e.deadline = c.at(deadline)
+		short, _ := split(k)
+		s.lru.Add(short, e) // to the front: its session was just used somewhere
+	}
 }
 
 // peek returns the entry for k without marking it used.

@@ -253,6 +253,18 @@ type Config struct {
 	// browser. Default 0: off; negative is an error.
 	AbsoluteTimeout time.Duration
 
+	// IdleTimeout ends a session unused this long on every instance: its
+	// row lives IdleTimeout (at most the cookie's lifetime) past its last
+	// write or read. Reads count: a read of a session, from the cache or
+	// the database, schedules a touch of its row, at most one per session
+	// per instance per min(RefreshAfter, IdleTimeout/10), which a
+	// background goroutine sends in batches, off the request's path (a Get
+	// never waits for one), with no notification and no version bump. A
+	// failed touch is counted (Stats.TouchesFailed) and logged, never an
+	// error of Get. Default 0: off (a row lives the cookie's lifetime past
+	// its last write); negative is an error.
+	IdleTimeout time.Duration
+
 	// Clock is the store's local clock: it decides when cache entries are
 	// idle (MaxIdle) and when they pass the expiry read from the database.
 	// Expiry in the database always follows the database clock. Default
@@ -369,6 +381,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MaxIdle < 0:
 		return c, fmt.Errorf("%w: MaxIdle %v is negative (disable the scavenger with a negative ScavengeInterval)", ErrInvalidConfig, c.MaxIdle)
 	}
+	if c.IdleTimeout < 0 {
+		return c, fmt.Errorf("%w: IdleTimeout %v is negative (0 turns it off)", ErrInvalidConfig, c.IdleTimeout)
+	}
 	if c.AbsoluteTimeout < 0 {
 		return c, fmt.Errorf("%w: AbsoluteTimeout %v is negative (0 turns it off)", ErrInvalidConfig, c.AbsoluteTimeout)
 	}
@@ -435,10 +450,14 @@ func (c *Config) rowLifetime(maxAge int) (time.Duration, error) {
 	if int64(maxAge) > maxCookieMaxAge {
 		return 0, fmt.Errorf("%w: cookie MaxAge %d seconds overflows (at most %d)", ErrInvalidConfig, maxAge, maxCookieMaxAge)
 	}
+	lifetime := c.BrowserSessionTTL
 	if maxAge > 0 {
-		return time.Duration(maxAge) * time.Second, nil
+		lifetime = time.Duration(maxAge) * time.Second
 	}
-	return c.BrowserSessionTTL, nil
+	if c.IdleTimeout > 0 {
+		lifetime = min(lifetime, c.IdleTimeout)
+	}
+	return lifetime, nil
 }
 
 // refreshLag is how far a stored expiry may lag before an unchanged Save

@@ -26,8 +26,11 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 	if usable {
 		// The one clock read of a cache hit: it checks the expiry and
 		// marks the entry used.
-		if e, ok := s.cache.get(k, s.now()); ok && e.version >= minVersion {
+		if e, ok, due := s.cache.get(k, s.now(), s.touchEvery); ok && e.version >= minVersion {
 			s.counters.hits.Add(1)
+			if due {
+				s.touches.schedule(k)
+			}
 			return e, true, nil
 		}
 	}
@@ -93,5 +96,8 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	e := s.cache.newEntry(data, version, start.Add(exp.Sub(dbNow)), start)
 	e.dead = dead
 	s.cache.add(k, e, rt)
+	if !dead && s.touches != nil {
+		s.touches.schedule(k) // a read is activity (IdleTimeout)
+	}
 	return &e, nil
 }

@@ -35,6 +35,7 @@ type queries struct {
 	revoke       string // one session of a user, by handle
 	logoutUser   string // every session of a user, a bounded batch
 	logoutOthers string // a session's user's other sessions, a bounded batch
+	touch        string // extends the expiry of sessions read (IdleTimeout)
 }
 
 // storeWrite marks a statement as the store's own. The table's triggers
@@ -171,6 +172,17 @@ func newQueries(schema, table string, f writeShape) queries {
 				coalesce(client_ip, ''), coalesce(user_agent, '')
 			FROM ` + t + ` WHERE user_id = $1 AND NOT deleted AND expires_at > now()
 			ORDER BY created_at DESC, key_hash`,
+		// Parameters: keys, idle and absolute timeouts (microseconds; NULL
+		// for none). Rows a writer holds are skipped, not waited for: the
+		// write sets their expiry itself. No notification, no new version:
+		// nothing any instance caches changes but the expiry, which it
+		// reads again when its own deadline passes. It never shortens.
+		touch: `UPDATE ` + t + ` AS s SET expires_at = GREATEST(s.expires_at, ` +
+			newExpiry(`now() + $2::bigint * interval '1 microsecond'`, `s.created_at`, `$3::bigint`) + `),
+				last_seen = now()
+			WHERE s.key_hash IN (SELECT key_hash FROM ` + t + ` WHERE key_hash = ANY($1::bytea[])
+				AND NOT deleted AND expires_at > now() ORDER BY key_hash FOR UPDATE SKIP LOCKED) AND ` + storeWrite + `
+			RETURNING s.key_hash, s.version, ` + remainingUS,
 		revoke:       logoutSQL(t, `$1::text`, handleSQL+` = $5::text AND $4::int > 0`),
 		logoutUser:   logoutSQL(t, `$1::text`, `$5::text IS NULL`),
 		logoutOthers: logoutSQL(t, `(SELECT user_id FROM `+t+` WHERE key_hash = $1::bytea AND NOT deleted AND expires_at > now())`, `key_hash <> $1::bytea AND $5::text IS NULL`),

@@ -47,6 +47,10 @@ type Stats struct {
 	BatchedWrites int64 // writes that went in such a commit
 	BatchRetries  int64 // batches that failed and were retried write by write
 	LockWaits     int64 // writes whose row another transaction held, so they went alone and waited for it
+
+	// Touches (IdleTimeout).
+	TouchesSent   int64 // sessions whose row a touch was sent to extend, for reads of them
+	TouchesFailed int64 // sessions whose touch failed (or was not scheduled: too many pending)
 }
 
 // MarshalJSON renders the snapshot for dashboards: field names as keys,
@@ -83,6 +87,8 @@ type counters struct {
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 
 	batches, batchedWrites, batchRetries, lockWaits atomic.Int64
+
+	touchesSent, touchesFailed atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -119,6 +125,9 @@ func (s *Store) Stats() Stats {
 		BatchedWrites: c.batchedWrites.Load(),
 		BatchRetries:  c.batchRetries.Load(),
 		LockWaits:     c.lockWaits.Load(),
+
+		TouchesSent:   c.touchesSent.Load(),
+		TouchesFailed: c.touchesFailed.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDowntime = l.downTime()

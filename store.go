@@ -37,6 +37,9 @@ type Store struct {
 	listener *listener  // nil when the cache is disabled
 	purger   *purger    // nil when automatic purging is off
 	commits  *committer // nil when batching is off (MaxBatch 1)
+	touches  *toucher   // nil without IdleTimeout
+
+	touchEvery int64 // cache-clock ns between touches of one session (IdleTimeout); 0: none
 
 	purgeBatchSize int    // rows per purge statement
 	origin         string // identifies this Store in notifications
@@ -137,6 +140,11 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
 			s.wg.Go(func() { sc.run(bg) })
 		}
+	}
+	if cfg.IdleTimeout > 0 {
+		s.touches = newToucher(s)
+		s.touchEvery = max(int64(cfg.refreshLag(cfg.IdleTimeout)), 1)
+		s.wg.Go(func() { s.touches.run(bg) })
 	}
 	if cfg.PurgeInterval > 0 {
 		s.purger = newPurger(s, cfg.PurgeInterval)

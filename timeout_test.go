@@ -82,3 +82,96 @@ func TestLoginRestartsTheAbsoluteTimeout(t *testing.T) {
 	}
 	_ = http.Cookie{}
 }
+
+// TestIdleTimeout: a session only read (never saved after login) lives on
+// through touches, across instances; one not read ends after IdleTimeout.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.IdleTimeout = 1500 * time.Millisecond
+	a, b := twoStores(t, cfg)
+	_, read := login(t, a, map[any]any{"n": 1})
+	_, unread := login(t, a, map[any]any{"n": 2})
+	start := time.Now()
+	// Read every IdleTimeout/3, alternately on each instance, for three
+	// IdleTimeouts.
+	for i := 0; time.Since(start) < 3*cfg.IdleTimeout; i++ {
+		s := []*pgsession.Store{a, b}[i%2]
+		if got := get(t, s, read); got.IsNew {
+			t.Fatalf("a session read every IdleTimeout/3 ended after %v", time.Since(start))
+		}
+		time.Sleep(cfg.IdleTimeout / 3)
+	}
+	for _, s := range []*pgsession.Store{a, b} {
+		if !get(t, s, unread).IsNew {
+			t.Fatalf("a session unread for %v still works", time.Since(start))
+		}
+	}
+	sent := a.Stats().TouchesSent + b.Stats().TouchesSent
+	if sent == 0 || a.Stats().TouchesFailed+b.Stats().TouchesFailed != 0 {
+		t.Fatalf("touches: %+v %+v", a.Stats(), b.Stats())
+	}
+	var lastSeen time.Time
+	if err := testDB.pool.QueryRow(context.Background(), "SELECT last_seen FROM "+pgx.Identifier{cfg.Table}.Sanitize()+
+		" WHERE key_hash = $1", pgsession.KeyHash(get(t, a, read).ID)).Scan(&lastSeen); err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(lastSeen) > cfg.IdleTimeout {
+		t.Fatalf("last_seen %v ago", time.Since(lastSeen))
+	}
+}
+
+// TestTouchThrottle: reads of a session send at most one touch per
+// min(RefreshAfter, IdleTimeout/10) of the store's clock.
+func TestTouchThrottle(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.IdleTimeout = time.Hour
+	cfg.RefreshAfter = time.Minute
+	clk := newClock()
+	cfg.Clock = clk.Now
+	s := newStore(t, testDB.pool, cfg)
+	_, c := login(t, s, map[any]any{"n": 1})
+	for range 100 {
+		get(t, s, c)
+	}
+	if n := s.Stats().TouchesSent; n != 0 {
+		t.Fatalf("%d touches right after the write", n)
+	}
+	for round := 1; round <= 3; round++ {
+		clk.Advance(time.Minute)
+		for range 100 {
+			get(t, s, c)
+		}
+		waitFor(t, "the touch", func() bool { return s.Stats().TouchesSent >= int64(round) })
+		time.Sleep(20 * time.Millisecond)
+		if n := s.Stats().TouchesSent; n != int64(round) {
+			t.Fatalf("round %d: %d touches", round, n)
+		}
+	}
+}
+
+// TestIdleAndAbsoluteTimeout: touches never extend a session past its
+// absolute end.
+func TestIdleAndAbsoluteTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.IdleTimeout = time.Second
+	cfg.AbsoluteTimeout = 2500 * time.Millisecond
+	cfg.RefreshAfter = 50 * time.Millisecond
+	s := newStore(t, testDB.pool, cfg)
+	start := time.Now()
+	_, c := login(t, s, map[any]any{"n": 1})
+	for !get(t, s, c).IsNew {
+		if time.Since(start) > cfg.AbsoluteTimeout+500*time.Millisecond {
+			t.Fatalf("alive %v after it began", time.Since(start))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if el := time.Since(start); el < cfg.AbsoluteTimeout-100*time.Millisecond {
+		t.Fatalf("ended after %v, before AbsoluteTimeout", el)
+	}
+	if s.Stats().TouchesSent == 0 {
+		t.Fatal("no touches")
+	}
+}

@@ -181,6 +181,12 @@ var instruments = []instrument{
 	{field: "LockWaits", name: "pgsession.lock_waits", unit: "{write}", kind: intCounter,
 		desc: "Writes whose row another transaction held, so they went alone and waited for it.",
 		i:    func(st pgsession.Stats) int64 { return st.LockWaits }},
+	{field: "TouchesSent", name: "pgsession.touches_sent", unit: "{session}", kind: intCounter,
+		desc: "Sessions whose row a touch was sent to extend, for reads of them (IdleTimeout).",
+		i:    func(st pgsession.Stats) int64 { return st.TouchesSent }},
+	{field: "TouchesFailed", name: "pgsession.touches_failed", unit: "{session}", kind: intCounter,
+		desc: "Sessions whose touch failed or could not be scheduled (IdleTimeout).",
+		i:    func(st pgsession.Stats) int64 { return st.TouchesFailed }},
 }
 
 // listenerStates are the values of StateKey.

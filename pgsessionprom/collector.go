@@ -108,6 +108,10 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.BatchRetries) }},
 	{"LockWaits", "pgsession_lock_waits_total", "Writes whose row another transaction held, so they went alone and waited for it.", counter,
 		func(st pgsession.Stats) float64 { return float64(st.LockWaits) }},
+	{"TouchesSent", "pgsession_touches_sent_total", "Sessions whose row a touch was sent to extend, for reads of them (IdleTimeout).", counter,
+		func(st pgsession.Stats) float64 { return float64(st.TouchesSent) }},
+	{"TouchesFailed", "pgsession_touches_failed_total", "Sessions whose touch failed or could not be scheduled (IdleTimeout).", counter,
+		func(st pgsession.Stats) float64 { return float64(st.TouchesFailed) }},
 }
 
 // collector is the prometheus.Collector of one Store.
