@@ -75,6 +75,18 @@
 // Store.Regenerate (at login), Store.Delete, Store.Len and Store.Clear
 // complete the API; each reaches every instance's cache.
 //
+// # Users and devices
+//
+// With Config.UserKey, each session's user is kept in an indexed column:
+// Store.Sessions lists a user's sessions (one per device), Store.Revoke
+// logs one out by its handle (Store.Handle), Store.LogoutUser and
+// Store.LogoutOthers log out many, on every instance at once. A Save that
+// changes the user renews the token, as Regenerate does, so a session ID
+// planted before login is worthless after it. Config.IdleTimeout ends
+// sessions unused on every instance (reads extend them with throttled
+// background touches) and Config.AbsoluteTimeout ends them a fixed time
+// after login, whatever their activity.
+//
 // # Starting and stopping
 //
 // New validates the Config, creates or checks the table and starts the
