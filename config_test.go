@@ -48,6 +48,8 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"DEL in table", func(c *pgsession.Config) { c.Table = "a\x7fb" }},
 		{"tab in schema", func(c *pgsession.Config) { c.Schema = "a\tb" }},
 		{"carriage return in channel", func(c *pgsession.Config) { c.Channel = "pgsession:a\rb" }},
+		{"negative IdleTimeout", func(c *pgsession.Config) { c.IdleTimeout = -time.Second }},
+		{"negative AbsoluteTimeout", func(c *pgsession.Config) { c.AbsoluteTimeout = -time.Second }},
 	}
 	// Configuration is checked before anything touches the database, so
 	// this runs without one: the pool points nowhere and is never dialed.
