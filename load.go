@@ -97,7 +97,7 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	e.dead = dead
 	s.cache.add(k, e, rt)
 	if !dead && s.touches != nil {
-		s.touches.schedule(k) // a read is activity (IdleTimeout)
+		s.touches.scheduleLoaded(k, start) // a read is activity (IdleTimeout)
 	}
 	return &e, nil
 }

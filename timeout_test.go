@@ -175,3 +175,28 @@ func TestIdleAndAbsoluteTimeout(t *testing.T) {
 		t.Fatal("no touches")
 	}
 }
+
+// TestTouchThrottleWithoutCache: with the cache off every Get loads, and
+// the loads are throttled all the same.
+func TestTouchThrottleWithoutCache(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.IdleTimeout = time.Hour
+	cfg.RefreshAfter = time.Minute
+	cfg.CacheSize = -1
+	clk := newClock()
+	cfg.Clock = clk.Now
+	s := newStore(t, testDB.pool, cfg)
+	_, c := login(t, s, map[any]any{"n": 1})
+	for round := 1; round <= 2; round++ {
+		for range 50 {
+			get(t, s, c)
+		}
+		waitFor(t, "the touch", func() bool { return s.Stats().TouchesSent >= int64(round) })
+		time.Sleep(20 * time.Millisecond)
+		if n := s.Stats().TouchesSent; n != int64(round) {
+			t.Fatalf("round %d: %d touches for 50 loads", round, n)
+		}
+		clk.Advance(time.Minute)
+	}
+}

@@ -25,11 +25,32 @@ type toucher struct {
 	s       *Store
 	mu      sync.Mutex
 	pending map[keyHash]struct{}
-	wake    chan struct{} // one wake-up is enough
+	loaded  map[keyHash]time.Time // when loads last scheduled a touch, for the throttle without a cache entry
+	wake    chan struct{}         // one wake-up is enough
 }
 
 func newToucher(s *Store) *toucher {
-	return &toucher{s: s, pending: make(map[keyHash]struct{}), wake: make(chan struct{}, 1)}
+	return &toucher{s: s, pending: make(map[keyHash]struct{}), loaded: make(map[keyHash]time.Time), wake: make(chan struct{}, 1)}
+}
+
+// scheduleLoaded asks for a touch of k, read from the database at now,
+// unless a load scheduled one within the touch interval: the throttle a
+// cache entry keeps for hits, for loads (every read, with the cache off).
+func (t *toucher) scheduleLoaded(k keyHash, now time.Time) {
+	if t == nil {
+		return
+	}
+	every := time.Duration(t.s.touchEvery)
+	t.mu.Lock()
+	last, seen := t.loaded[k]
+	due := !seen || now.Sub(last) >= every
+	if due {
+		t.loaded[k] = now
+	}
+	t.mu.Unlock()
+	if due {
+		t.schedule(k)
+	}
 }
 
 // schedule asks for a touch of k. It never blocks. A nil toucher
@@ -74,6 +95,13 @@ func (t *toucher) flush(ctx context.Context) {
 		keys = append(keys, k)
 	}
 	clear(t.pending)
+	// What no load can be throttled by any more.
+	now := t.s.now()
+	for k, at := range t.loaded {
+		if now.Sub(at) >= time.Duration(t.s.touchEvery) {
+			delete(t.loaded, k)
+		}
+	}
 	t.mu.Unlock()
 	slices.SortFunc(keys, func(a, b keyHash) int { return bytes.Compare(a[:], b[:]) })
 	for len(keys) > 0 && ctx.Err() == nil {
