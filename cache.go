@@ -55,6 +55,7 @@ type cache struct {
 	count    atomic.Int64  // entries held, in every stripe
 	bytes    atomic.Int64  // what they count against maxBytes
 	epoch    atomic.Uint64 // bumped by drop, with every stripe lock held
+	turn     atomic.Uint64 // the stripe shrink evicts from next
 	stripes  []stripe
 	mask     uint64
 }
@@ -265,12 +266,20 @@ func (c *cache) add(k keyHash, e entry, rt trip) {
 	}
 	s := c.stripe(k)
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	added := c.addLocked(s, k, e, rt)
+	s.mu.Unlock()
+	if added {
+		c.shrink()
+	}
+}
+
+// addLocked is add with s's lock held; it reports whether it cached e.
+func (c *cache) addLocked(s *stripe, k keyHash, e entry, rt trip) bool {
 	_, recent := s.recent[k]
 	newer := s.recent[k] > e.version || (e.dead && recent)
 	s.endLocked(k)
 	if newer || c.epoch.Load() != rt.epoch {
-		return
+		return false
 	}
 	short, rest := split(k)
 	if old, ok := s.lru.Peek(short); ok {
@@ -278,19 +287,42 @@ func (c *cache) add(k keyHash, e entry, rt trip) {
 		// expired and was purged, a session can be written again from
 		// version 1.
 		if old.rest == rest && old.version > e.version && old.deadline > e.lastUsed {
-			return
+			return false
 		}
 		s.lru.Remove(short) // its size leaves the budget through the eviction callback
 	}
 	if e.size() > c.maxEntry {
-		return
+		return false
 	}
 	e.rest = rest
 	s.lru.Add(short, e)
 	c.count.Add(1)
 	c.bytes.Add(e.size())
-	for (c.count.Load() > c.maxCount || c.maxBytes > 0 && c.bytes.Load() > c.maxBytes) && s.lru.Len() > 1 {
+	for c.over() && s.lru.Len() > 1 {
 		s.lru.RemoveOldest()
+	}
+	return true
+}
+
+// over reports whether the cache holds more than its bounds allow.
+func (c *cache) over() bool {
+	return c.count.Load() > c.maxCount || c.maxBytes > 0 && c.bytes.Load() > c.maxBytes
+}
+
+// shrink evicts from the least recently used end of the other stripes, in
+// turn, while the cache is over its bounds: the stripe that added evicts
+// from its own first (see add), but cannot give up its last entry, and a
+// stripe of one large entry each would otherwise keep the cache over.
+// Called with no stripe lock held.
+func (c *cache) shrink() {
+	for range 2 * len(c.stripes) {
+		if !c.over() {
+			return
+		}
+		s := &c.stripes[c.turn.Add(1)&c.mask]
+		s.mu.Lock()
+		s.lru.RemoveOldest()
+		s.mu.Unlock()
 	}
 }
 
