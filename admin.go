@@ -19,8 +19,10 @@ import (
 // token out (its row becomes a tombstone until it expires, like any
 // deleted session) and sets the new cookie: the old cookie is a new,
 // empty session afterwards, on every instance. Call it at login (and at any
-// change of privilege) against session fixation. A session that was never
-// saved is simply saved, with a token of its own.
+// change of privilege) against session fixation; with Config.UserKey, a
+// Save that changes the user does this by itself. A session that was never
+// saved is simply saved, with a token of its own. The new token's session
+// begins now (CreatedAt, and the AbsoluteTimeout counted from it).
 func (s *Store) Regenerate(r *http.Request, w http.ResponseWriter, session *sessions.Session) error {
 	if !s.writes.enter() {
 		return ErrClosed

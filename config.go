@@ -65,8 +65,8 @@ const minInterval = 10 * time.Millisecond
 // Config configures a Store. The zero value of every field but KeyPairs means
 // "use the default". A negative value turns off what can be turned off
 // (CacheSize, RefreshAfter's lag, ScavengeInterval, PurgeInterval,
-// MaxBatch's batching); for MaxLength, BrowserSessionTTL, ListenLease and
-// MaxIdle it is an error. Each field says which. The Config is copied by
+// MaxBatch's batching); for MaxLength, BrowserSessionTTL, ListenLease,
+// MaxIdle, IdleTimeout and AbsoluteTimeout it is an error. Each field says which. The Config is copied by
 // New: changing it afterwards has no effect.
 type Config struct {
 	// KeyPairs are securecookie hash and block key pairs, as in
