@@ -101,3 +101,12 @@ func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
 	}
 	return &e, nil
 }
+
+// deserialize decodes a cache entry's data. DefaultSerializer's strings
+// share the entry's memory, which is never modified, instead of copying it.
+func (s *Store) deserialize(data []byte, values map[any]any) error {
+	if d, ok := s.cfg.Serializer.(DefaultSerializer); ok {
+		return d.deserialize(data, values, true)
+	}
+	return s.cfg.Serializer.Deserialize(data, values)
+}

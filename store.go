@@ -9,10 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,15 +205,6 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	return session, nil
 }
 
-// deserialize decodes a cache entry's data. DefaultSerializer's strings
-// share the entry's memory, which is never modified, instead of copying it.
-func (s *Store) deserialize(data []byte, values map[any]any) error {
-	if d, ok := s.cfg.Serializer.(DefaultSerializer); ok {
-		return d.deserialize(data, values, true)
-	}
-	return s.cfg.Serializer.Deserialize(data, values)
-}
-
 // Save writes the session to the database, then updates the cache and sets
 // the cookie. With Options.MaxAge < 0 it deletes the session and expires
 // the cookie instead. On any error nothing is cached and no cookie is set.
@@ -327,108 +315,6 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 	}
 	session.ID = tok.String()
 	return s.setCookie(w, session, opts, tok, res.version)
-}
-
-// newEntry is the cache entry of a row just written with lifetime, which
-// the database says has remaining left, counted from now (before the
-// write). It is capped when the absolute timeout held the expiry short of
-// what the write asked: a refresh could not extend it.
-func (s *Store) newEntry(data []byte, version int64, now time.Time, remaining, lifetime time.Duration) entry {
-	e := s.cache.newEntry(data, version, now.Add(remaining), now)
-	e.capped = s.cfg.AbsoluteTimeout > 0 && remaining < lifetime-s.cfg.refreshLag(lifetime)-time.Millisecond
-	return e
-}
-
-// rowMeta is what a write stores beyond data and expiry: NULL where nil.
-type rowMeta struct {
-	user, clientIP, userAgent *string
-}
-
-// maxUserAgent bounds the User-Agent kept with a session, in bytes.
-const maxUserAgent = 512
-
-// rowMeta returns what a write of the session for r stores beyond its
-// data: its user (with UserKey) and the client (with RecordClient).
-func (s *Store) rowMeta(r *http.Request, session *sessions.Session) (rowMeta, error) {
-	var meta rowMeta
-	if s.cfg.UserKey != "" {
-		user, err := s.sessionUser(session)
-		if err != nil {
-			return meta, err
-		}
-		meta.user = user
-	}
-	if s.cfg.RecordClient && r != nil {
-		ip := r.RemoteAddr
-		if host, _, err := net.SplitHostPort(ip); err == nil {
-			ip = host
-		}
-		if ip != "" {
-			meta.clientIP = &ip
-		}
-		if ua := r.UserAgent(); ua != "" {
-			if len(ua) > maxUserAgent {
-				ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
-			}
-			meta.userAgent = &ua
-		}
-	}
-	return meta, nil
-}
-
-// sessionUser returns the session's user, the value under UserKey as
-// text: nil when there is none.
-func (s *Store) sessionUser(session *sessions.Session) (*string, error) {
-	v, ok := session.Values[s.cfg.UserKey]
-	if !ok || v == nil {
-		return nil, nil
-	}
-	var u string
-	switch v := v.(type) {
-	case string:
-		if v == "" {
-			return nil, nil
-		}
-		u = v
-	case int:
-		u = strconv.FormatInt(int64(v), 10)
-	case int8:
-		u = strconv.FormatInt(int64(v), 10)
-	case int16:
-		u = strconv.FormatInt(int64(v), 10)
-	case int32:
-		u = strconv.FormatInt(int64(v), 10)
-	case int64:
-		u = strconv.FormatInt(v, 10)
-	case uint:
-		u = strconv.FormatUint(uint64(v), 10)
-	case uint8:
-		u = strconv.FormatUint(uint64(v), 10)
-	case uint16:
-		u = strconv.FormatUint(uint64(v), 10)
-	case uint32:
-		u = strconv.FormatUint(uint64(v), 10)
-	case uint64:
-		u = strconv.FormatUint(v, 10)
-	default:
-		return nil, fmt.Errorf("%w: session value %q is a %T, want a string or an integer", ErrInvalidUser, s.cfg.UserKey, v)
-	}
-	return &u, nil
-}
-
-// encode serializes the session's values, within MaxLength.
-func (s *Store) encode(session *sessions.Session) ([]byte, error) {
-	data, err := s.cfg.Serializer.Serialize(session.Values)
-	if err != nil {
-		return nil, fmt.Errorf("encode values: %w", err)
-	}
-	if len(data) > s.cfg.MaxLength {
-		return nil, fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
-	}
-	if data == nil {
-		data = []byte{} // the column is NOT NULL; a custom serializer may return nil
-	}
-	return data, nil
 }
 
 // delete is Save with MaxAge < 0: it deletes the session and expires the

@@ -5,6 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -177,4 +181,81 @@ func (s *Store) logoutBatch(ctx context.Context, q string, who, handle any, limi
 		n++
 	}
 	return n, rows.Err()
+}
+
+// rowMeta is what a write stores beyond data and expiry: NULL where nil.
+type rowMeta struct {
+	user, clientIP, userAgent *string
+}
+
+// maxUserAgent bounds the User-Agent kept with a session, in bytes.
+const maxUserAgent = 512
+
+// rowMeta returns what a write of the session for r stores beyond its
+// data: its user (with UserKey) and the client (with RecordClient).
+func (s *Store) rowMeta(r *http.Request, session *sessions.Session) (rowMeta, error) {
+	var meta rowMeta
+	if s.cfg.UserKey != "" {
+		user, err := s.sessionUser(session)
+		if err != nil {
+			return meta, err
+		}
+		meta.user = user
+	}
+	if s.cfg.RecordClient && r != nil {
+		ip := r.RemoteAddr
+		if host, _, err := net.SplitHostPort(ip); err == nil {
+			ip = host
+		}
+		if ip != "" {
+			meta.clientIP = &ip
+		}
+		if ua := r.UserAgent(); ua != "" {
+			if len(ua) > maxUserAgent {
+				ua = strings.ToValidUTF8(ua[:maxUserAgent], "")
+			}
+			meta.userAgent = &ua
+		}
+	}
+	return meta, nil
+}
+
+// sessionUser returns the session's user, the value under UserKey as
+// text: nil when there is none.
+func (s *Store) sessionUser(session *sessions.Session) (*string, error) {
+	v, ok := session.Values[s.cfg.UserKey]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	var u string
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return nil, nil
+		}
+		u = v
+	case int:
+		u = strconv.FormatInt(int64(v), 10)
+	case int8:
+		u = strconv.FormatInt(int64(v), 10)
+	case int16:
+		u = strconv.FormatInt(int64(v), 10)
+	case int32:
+		u = strconv.FormatInt(int64(v), 10)
+	case int64:
+		u = strconv.FormatInt(v, 10)
+	case uint:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint8:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint16:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint32:
+		u = strconv.FormatUint(uint64(v), 10)
+	case uint64:
+		u = strconv.FormatUint(v, 10)
+	default:
+		return nil, fmt.Errorf("%w: session value %q is a %T, want a string or an integer", ErrInvalidUser, s.cfg.UserKey, v)
+	}
+	return &u, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -201,4 +202,29 @@ func (s *Store) refresh(ctx context.Context, k keyHash, version int64, lifetime 
 		return false, 0, err
 	}
 	return true, time.Duration(remainingUS) * time.Microsecond, nil
+}
+
+// encode serializes the session's values, within MaxLength.
+func (s *Store) encode(session *sessions.Session) ([]byte, error) {
+	data, err := s.cfg.Serializer.Serialize(session.Values)
+	if err != nil {
+		return nil, fmt.Errorf("encode values: %w", err)
+	}
+	if len(data) > s.cfg.MaxLength {
+		return nil, fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(data), s.cfg.MaxLength)
+	}
+	if data == nil {
+		data = []byte{} // the column is NOT NULL; a custom serializer may return nil
+	}
+	return data, nil
+}
+
+// newEntry is the cache entry of a row just written with lifetime, which
+// the database says has remaining left, counted from now (before the
+// write). It is capped when the absolute timeout held the expiry short of
+// what the write asked: a refresh could not extend it.
+func (s *Store) newEntry(data []byte, version int64, now time.Time, remaining, lifetime time.Duration) entry {
+	e := s.cache.newEntry(data, version, now.Add(remaining), now)
+	e.capped = s.cfg.AbsoluteTimeout > 0 && remaining < lifetime-s.cfg.refreshLag(lifetime)-time.Millisecond
+	return e
 }
