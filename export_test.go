@@ -142,3 +142,6 @@ func SignCookieForID(s *Store, name, id string) (string, error) {
 
 // SessionsSQL returns the statement Sessions runs ($1 the user).
 func SessionsSQL(s *Store) string { return s.sql.sessions }
+
+// NotifyFunction returns the quoted name of the table's trigger function.
+func NotifyFunction(table string) string { return newDDLNames("", table, "").function }

@@ -71,7 +71,10 @@ func testConfig(t testing.TB) pgsession.Config {
 	requireDB(t)
 	table := tableName(t)
 	t.Cleanup(func() {
-		_, err := testDB.pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())
+		// The trigger function outlives its table: drop it too, so the
+		// test database does not collect one per test run.
+		_, err := testDB.pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize()+
+			"; DROP FUNCTION IF EXISTS "+pgsession.NotifyFunction(table)+"()")
 		if err != nil {
 			t.Errorf("drop test table: %v", err)
 		}
