@@ -331,6 +331,14 @@ func TestScenarios(t *testing.T) {
 			t.Errorf("purged %d of %d; %d saves before, %d during", pg.Purged, p.purge.rows, pg.Baseline.N, pg.During.N)
 		}
 	})
+	t.Run("users", func(t *testing.T) {
+		if rep.Users, err = runUsers(ctx, e, p.users, pr); err != nil {
+			t.Fatal(err)
+		}
+		if u := rep.Users; u.Rows != p.users.rows || u.Latency.N != p.users.calls || u.Latency.P99 <= 0 {
+			t.Errorf("%d rows, %d calls (p99 %v), want %d rows, %d calls", u.Rows, u.Latency.N, u.Latency.P99, p.users.rows, p.users.calls)
+		}
+	})
 	t.Run("tuning", func(t *testing.T) {
 		p.tuning.entryBytes = 500
 		if rep.Tuning, err = runTuning(ctx, e, p.tuning, pr); err != nil {

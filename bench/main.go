@@ -24,7 +24,7 @@ import (
 )
 
 // scenarios, in the order a run takes them.
-var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "lock", "listeners", "memory", "readcost", "purge", "tuning"}
+var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "lock", "listeners", "memory", "readcost", "purge", "users", "tuning"}
 
 // plan is everything one run measures, and how much.
 type plan struct {
@@ -38,6 +38,7 @@ type plan struct {
 	memory       memoryOptions
 	readCost     readCostOptions
 	purge        purgeOptions
+	users        usersOptions
 	tuning       tuningOptions
 }
 
@@ -57,6 +58,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 		memory:       memoryOptions{entries: 100_000, writers: 32},
 		readCost:     readCostOptions{rate: 500, duration: 4 * d, repeats: repeats},
 		purge:        purgeOptions{rows: 1_000_000, savers: 8, baseline: 20 * d},
+		users:        usersOptions{rows: 1_000_000, calls: 10_000},
 		tuning: tuningOptions{
 			sessions: 20_000, zipf: 1.0, rate: 10, reads: 0.7, changes: 0.1,
 			warmup: 20 * time.Minute, simTime: 40 * time.Minute,
@@ -71,6 +73,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 		p.listeners.samples = 50
 		p.memory.entries = 20_000
 		p.purge.rows = 50_000
+		p.users = usersOptions{rows: 100_000, calls: 2000}
 		p.tuning.sessions = 5000
 		p.tuning.rate = 5
 		p.tuning.warmup, p.tuning.simTime = 10*time.Minute, 20*time.Minute
@@ -95,6 +98,7 @@ func smokePlan() plan {
 	p.memory = memoryOptions{entries: 500, writers: 4}
 	p.readCost = readCostOptions{rate: 200, duration: 50 * time.Millisecond, repeats: 1}
 	p.purge = purgeOptions{rows: 2000, savers: 2, baseline: 100 * time.Millisecond}
+	p.users = usersOptions{rows: 10_000, calls: 200}
 	p.tuning.sessions = 200
 	p.tuning.warmup, p.tuning.simTime = time.Minute, 2*time.Minute
 	p.tuning.speedup = 600
@@ -131,6 +135,8 @@ func run() error {
 		entries    = flag.Int("entries", 0, "cached entries of the memory scenario (default 100000, -quick 20000)")
 		rate       = flag.Float64("invalidation-rate", 0, "background writes per second of the read cost scenario (default 500)")
 		purgeRows  = flag.Int("purge-rows", 0, "expired rows of the purge scenario (default 1000000, -quick 50000)")
+		usersRows  = flag.Int("users-rows", 0, "live rows of the users scenario, 5 sessions per user (default 1000000, -quick 100000)")
+		usersCalls = flag.Int("users-calls", 0, "Store.Sessions calls of the users scenario (default 10000, -quick 2000)")
 		simN       = flag.Int("sim-sessions", 0, "tuning: sessions in the population (default 20000, -quick 5000)")
 		simZipf    = flag.Float64("sim-zipf", 0, "tuning: Zipf exponent of session popularity (default 1.0)")
 		simRate    = flag.Float64("sim-rate", 0, "tuning: requests per simulated second (default 10, -quick 5)")
@@ -207,6 +213,8 @@ func run() error {
 	}
 	setInt(&p.memory.entries, *entries)
 	setInt(&p.purge.rows, *purgeRows)
+	setInt(&p.users.rows, *usersRows)
+	setInt(&p.users.calls, *usersCalls)
 	setInt(&p.tuning.sessions, *simN)
 	if *rate > 0 {
 		p.readCost.rate = *rate
@@ -328,6 +336,7 @@ func measure(ctx context.Context, p plan, pr progress) (*report, error) {
 		{"memory", func() (err error) { rep.Memory, err = runMemory(ctx, e, p.memory, pr); return }},
 		{"readcost", func() (err error) { rep.ReadCost, err = runReadCost(ctx, e, p.readCost, pr); return }},
 		{"purge", func() (err error) { rep.Purge, err = runPurge(ctx, e, p.purge, pr); return }},
+		{"users", func() (err error) { rep.Users, err = runUsers(ctx, e, p.users, pr); return }},
 		{"tuning", func() (err error) {
 			// Cache memory in the tuning tables is entries times the
 			// bytes an entry costs: from the memory scenario, or a small
