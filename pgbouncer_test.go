@@ -9,9 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,22 +74,10 @@ ignore_startup_parameters = extra_float_digits
 	if err := os.WriteFile(iniPath, []byte(ini), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var args []string
-	cmd := exec.Command(bin)
-	if os.Geteuid() == 0 {
-		// PgBouncer refuses to run as root.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs a postgres user for PgBouncer: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	cmd := exec.Command(bin, iniPath)
+	if cred := postgresCredential(t, "PgBouncer", dir); cred != nil { // PgBouncer refuses to run as root
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	cmd.Args = append(append(cmd.Args, args...), iniPath)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -64,23 +64,31 @@ func newThrowawayServer(t testing.TB) *throwawayServer {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	s := &throwawayServer{t: t, bindir: bindir, dir: dir, port: freePort(t)}
-	if os.Geteuid() == 0 {
-		// initdb refuses to run as root.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root needs a postgres user for initdb: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s.cred = postgresCredential(t, "initdb", dir) // initdb refuses to run as root
 	s.run("initdb", "-D", s.data(), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
 	s.Start()
 	t.Cleanup(func() { s.pgctl("stop", "-m", "immediate") })
 	return s
+}
+
+// postgresCredential returns, when the tests run as root, the credential
+// of the postgres user, for the servers that refuse to run as root (what
+// names which), and gives it dir; nil otherwise.
+func postgresCredential(t testing.TB, what, dir string) *syscall.Credential {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatalf("running as root needs a postgres user for %s: %v", what, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 }
 
 func freePort(t testing.TB) int {
