@@ -1,0 +1,46 @@
+package pgsession
+
+import (
+	"fmt"
+	"time"
+)
+
+// Coherence is how far a Store keeps the caches of the instances sharing
+// its table in step with each other: Config.Coherence.
+type Coherence int
+
+const (
+	// CoherenceAll notifies every write: every change of a session
+	// (save, expiry refresh, logout) reaches every instance's cache within
+	// milliseconds. Each notifying commit takes PostgreSQL's cluster-wide
+	// notify lock and wakes every listening instance, so its cost grows
+	// with the number of instances. The default.
+	CoherenceAll Coherence = iota
+
+	// CoherenceRevocations notifies only what ends a session: logouts
+	// (Save with MaxAge < 0, Delete, Revoke, LogoutUser, LogoutOthers, the
+	// old token of Regenerate or of a login), Clear, and changes made to
+	// the table by plain SQL (its triggers). Saves, expiry refreshes and
+	// touches send no notification. A client always reads its own writes,
+	// on every instance, through the version its cookie carries; another
+	// client, whose cookie is older, may be served an older version of
+	// the session for at most Config.MaxStale, after which a cached entry
+	// is read again from the database. For large fleets, where a
+	// notification per write to every instance costs more than it is
+	// worth.
+	CoherenceRevocations
+)
+
+// DefaultMaxStale is the default Config.MaxStale.
+const DefaultMaxStale = 30 * time.Second
+
+// String returns the mode's name: "all" or "revocations".
+func (c Coherence) String() string {
+	switch c {
+	case CoherenceAll:
+		return "all"
+	case CoherenceRevocations:
+		return "revocations"
+	}
+	return fmt.Sprintf("Coherence(%d)", int(c))
+}
