@@ -125,36 +125,56 @@ func (w *writerSession) readWith(ctx context.Context, s *pgsession.Store) error 
 	return nil
 }
 
-// measureEvictions takes samples of the invalidation latency from writer
-// (any Store: its cache may be off) to reader (cache on), over sessions
-// that writer wrote.
+// evictionSamples gathers samples of the invalidation latency, over one
+// or several calls of collectEvictions.
+type evictionSamples struct {
+	fromReturn, fromCall, save, delivered, deliveredCall []time.Duration
+	lost, early                                          int
+	polls                                                int64
+	polled                                               time.Duration
+}
+
+// result summarizes the samples.
+func (s *evictionSamples) result() invalidationResult {
+	res := invalidationResult{Lost: s.lost, Early: s.early}
+	res.FromReturn, res.FromCall, res.Save = summarize(s.fromReturn), summarize(s.fromCall), summarize(s.save)
+	res.evictedSamples, res.deliveredSamples = s.fromCall, s.deliveredCall
+	res.Delivered, res.DeliveredFromCall = summarize(s.delivered), summarize(s.deliveredCall)
+	if s.polls > 0 {
+		res.PollPeriod = s.polled / time.Duration(s.polls)
+	}
+	return res
+}
+
+// evictionTrial readies sample i: it makes sure reader holds a session in
+// its cache and returns the write, on another Store, whose notification
+// must evict it.
+type evictionTrial func(i int) (write func() error, err error)
+
+// collectEvictions takes samples of the invalidation latency to reader
+// (cache on), each readied by trial, into s.
 // arrivals, if not nil, receives the arrival time of every notification on
 // the table's channel at a plain LISTEN connection.
-func measureEvictions(ctx context.Context, ws []*writerSession, reader *pgsession.Store, samples int, arrivals <-chan time.Time) (invalidationResult, error) {
-	var res invalidationResult
-	var fromReturn, fromCall, save, delivered, deliveredCall []time.Duration
-	var polls int64
-	var polled time.Duration
+func collectEvictions(ctx context.Context, reader *pgsession.Store, samples int, arrivals <-chan time.Time, trial evictionTrial, s *evictionSamples) error {
 	for i := range samples {
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return err
 		}
-		w := ws[i%len(ws)]
-		// The reader caches the current version (a miss loads it).
-		if err := w.readWith(ctx, reader); err != nil {
-			return res, fmt.Errorf("reader: %w", err)
+		write, err := trial(i)
+		if err != nil {
+			return err
 		}
 		before := reader.Stats()
 		if before.Entries == 0 {
-			return res, errors.New("reader cached nothing: is its cache on and its listener up?")
+			return errors.New("reader cached nothing: is its cache on and its listener up?")
 		}
 		e0 := before.NotifyEvictions
 		for len(arrivals) > 0 { // stale: the reader's own traffic, a lost sample's
 			<-arrivals
 		}
 		t0 := time.Now()
-		if err := w.change(ctx); err != nil {
-			return res, fmt.Errorf("writer: %w", err)
+		if err := write(); err != nil {
+			return fmt.Errorf("writer: %w", err)
 		}
 		t1 := time.Now()
 		deadline := t1.Add(evictionTimeout)
@@ -166,37 +186,52 @@ func measureEvictions(ctx context.Context, ws []*writerSession, reader *pgsessio
 				break
 			}
 			time.Sleep(pollInterval)
-			polls++
+			s.polls++
 		}
 		t2 := time.Now()
 		if early {
-			res.Early++
+			s.early++
 		}
-		polled += t2.Sub(t1)
-		save = append(save, t1.Sub(t0))
+		s.polled += t2.Sub(t1)
+		s.save = append(s.save, t1.Sub(t0))
 		if arrivals != nil {
 			select {
 			case ta := <-arrivals:
-				delivered = append(delivered, max(ta.Sub(t1), 0))
-				deliveredCall = append(deliveredCall, ta.Sub(t0))
+				s.delivered = append(s.delivered, max(ta.Sub(t1), 0))
+				s.deliveredCall = append(s.deliveredCall, ta.Sub(t0))
 			case <-time.After(evictionTimeout):
 				lost = true
 			}
 		}
 		if lost {
-			res.Lost++
+			s.lost++
 			continue
 		}
-		fromReturn = append(fromReturn, t2.Sub(t1))
-		fromCall = append(fromCall, t2.Sub(t0))
+		s.fromReturn = append(s.fromReturn, t2.Sub(t1))
+		s.fromCall = append(s.fromCall, t2.Sub(t0))
 	}
-	res.FromReturn, res.FromCall, res.Save = summarize(fromReturn), summarize(fromCall), summarize(save)
-	res.evictedSamples, res.deliveredSamples = fromCall, deliveredCall
-	res.Delivered, res.DeliveredFromCall = summarize(delivered), summarize(deliveredCall)
-	if polls > 0 {
-		res.PollPeriod = polled / time.Duration(polls)
+	return nil
+}
+
+// changeTrial readies samples that change sessions ws (written by any
+// Store: its cache may be off) after reader cached their current version.
+func changeTrial(ctx context.Context, ws []*writerSession, reader *pgsession.Store) evictionTrial {
+	return func(i int) (func() error, error) {
+		w := ws[i%len(ws)]
+		// The reader caches the current version (a miss loads it).
+		if err := w.readWith(ctx, reader); err != nil {
+			return nil, fmt.Errorf("reader: %w", err)
+		}
+		return func() error { return w.change(ctx) }, nil
 	}
-	return res, nil
+}
+
+// measureEvictions takes samples of the invalidation latency from a
+// change of one of ws to reader.
+func measureEvictions(ctx context.Context, ws []*writerSession, reader *pgsession.Store, samples int, arrivals <-chan time.Time) (invalidationResult, error) {
+	var s evictionSamples
+	err := collectEvictions(ctx, reader, samples, arrivals, changeTrial(ctx, ws, reader), &s)
+	return s.result(), err
 }
 
 type invalidationOptions struct {
@@ -250,4 +285,12 @@ func runInvalidation(ctx context.Context, e *env, o invalidationOptions, pr prog
 		return nil, err
 	}
 	return &res, nil
+}
+
+// logout logs the session out as a handler does: Options.MaxAge = -1 and
+// Save, which deletes the row (a revocation every coherence mode notifies).
+func (w *writerSession) logout(ctx context.Context) error {
+	r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil).WithContext(ctx)
+	w.sess.Options.MaxAge = -1
+	return w.store.Save(r, httptest.NewRecorder(), w.sess)
 }
