@@ -283,18 +283,27 @@ func TestScenarios(t *testing.T) {
 			t.Errorf("p99 ratio %v", rep.Lock.P99Ratio)
 		}
 	})
-	t.Run("listeners", func(t *testing.T) {
-		if rep.Listeners, err = runListeners(ctx, e, p.listeners, pr); err != nil {
+	t.Run("envelope", func(t *testing.T) {
+		o := p.envelope
+		if rep.Envelope, err = runEnvelope(ctx, e, o, pr); err != nil {
 			t.Fatal(err)
 		}
-		pts := rep.Listeners.Points
-		if len(pts) != len(p.listeners.counts) {
-			t.Fatalf("%d points, want %d", len(pts), len(p.listeners.counts))
+		env := rep.Envelope
+		if len(env.Points) != len(o.counts)*len(envelopeModes) {
+			t.Fatalf("%d points, want %d", len(env.Points), len(o.counts)*len(envelopeModes))
 		}
-		for _, pt := range pts {
-			if pt.Listeners != pt.Requested || !(pt.median() > 0) || pt.Latency.Lost != 0 {
-				t.Errorf("%d of %d listeners: %.0f saves/s, %d lost", pt.Listeners, pt.Requested, pt.median(), pt.Latency.Lost)
+		for _, pt := range env.Points {
+			if pt.listeners() != pt.Requested || len(pt.PerSec) != o.repeats || len(pt.Ratio) != o.repeats || !(pt.median() > 0) ||
+				pt.Latency.FromReturn.N == 0 || pt.Latency.Lost != 0 {
+				t.Errorf("%s, %d of %d listeners: %d rounds, %d ratios, %.0f saves/s, %d latency samples, %d lost",
+					pt.Mode, pt.listeners(), pt.Requested, len(pt.PerSec), len(pt.Ratio), pt.median(), pt.Latency.FromReturn.N, pt.Latency.Lost)
 			}
+		}
+		if r := env.Reads; len(r.PerSec) != o.repeats || !(r.median() > 0) {
+			t.Errorf("cache-miss reads: %d rounds, %.0f reads/s", len(r.PerSec), r.median())
+		}
+		if _, rows := env.table(); len(rows) != len(o.counts)*len(envelopeModes) {
+			t.Errorf("the README table has %d rows, want one per mode and count", len(rows))
 		}
 	})
 	t.Run("memory", func(t *testing.T) {
@@ -361,7 +370,7 @@ func TestScenarios(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []string{"report.md", "results.json", "compare-300B.svg", "compare-4KB.svg", "invalidation.svg",
-			"throughput.svg", "listeners.svg", "tuning-MaxIdle.svg", "tuning-CacheSize.svg"}
+			"throughput.svg", "envelope.svg", "tuning-MaxIdle.svg", "tuning-CacheSize.svg"}
 		for _, w := range want {
 			path := filepath.Join(dir, w)
 			b, err := os.ReadFile(path)

@@ -87,12 +87,12 @@ func (r *report) charts(dir string) (map[string]string, error) {
 			return nil, err
 		}
 	}
-	if l := r.Listeners; l != nil && len(l.Points) > 0 {
-		a, b, err := listenersCharts(l)
+	if l := r.Envelope; l != nil && len(l.Points) > 0 {
+		a, b, err := envelopeCharts(l)
 		if err != nil {
 			return nil, err
 		}
-		if err := save("listeners", "listeners.svg", 24*vg.Centimeter, 10*vg.Centimeter, [][]*plot.Plot{{a, b}}); err != nil {
+		if err := save("envelope", "envelope.svg", 24*vg.Centimeter, 10*vg.Centimeter, [][]*plot.Plot{{a, b}}); err != nil {
 			return nil, err
 		}
 	}
@@ -311,45 +311,46 @@ func addLine(p *plot.Plot, name string, pts plotter.XYs, i int) error {
 	return nil
 }
 
-func listenersCharts(l *listenersResult) (*plot.Plot, *plot.Plot, error) {
+func envelopeCharts(l *envelopeResult) (*plot.Plot, *plot.Plot, error) {
 	var ns []int
-	var tp, p50, p99 plotter.XYs
-	for _, pt := range l.Points {
-		x := float64(pt.Listeners)
-		ns = append(ns, pt.Listeners)
-		tp = append(tp, plotter.XY{X: x, Y: pt.median()})
-		p50 = append(p50, plotter.XY{X: x, Y: float64(pt.Latency.FromCall.P50) / 1e6})
-		p99 = append(p99, plotter.XY{X: x, Y: float64(pt.Latency.FromCall.P99) / 1e6})
+	for _, p := range l.Points {
+		if !slices.Contains(ns, p.listeners()) {
+			ns = append(ns, p.listeners())
+		}
 	}
 	a := plot.New()
-	a.Title.Text = "Write throughput vs listening instances"
+	a.Title.Text = fmt.Sprintf("Write throughput vs listening instances (%d writers)", l.Writers)
 	a.X.Label.Text = "listeners"
 	a.Y.Label.Text = "saves per second"
-	a.X.Tick.Marker = writersTicks(ns)
-	a.X.Min = 0
-	a.Y.Min = 0
-	a.Title.Text = fmt.Sprintf("Write throughput vs listening instances (%d writers)", l.Writers)
-	if err := addLine(a, "", tp, 0); err != nil {
-		return nil, nil, err
-	}
-	a.Legend = plot.NewLegend()
-	a.Add(plotter.NewGrid())
 	b := plot.New()
-	b.Title.Text = "Writer's Save called to eviction on a listener"
+	b.Title.Text = "Invalidation p99 to one listener (from Save's return)"
 	b.X.Label.Text = "listeners"
 	b.Y.Label.Text = "ms"
-	b.X.Tick.Marker = writersTicks(ns)
-	b.X.Min = 0
-	b.Y.Min = 0
-	if err := addLine(b, "p50", p50, 1); err != nil {
-		return nil, nil, err
+	for i, mode := range l.Modes {
+		var tp, p99 plotter.XYs
+		what := ""
+		for _, p := range l.Points {
+			if p.Mode != mode {
+				continue
+			}
+			x := float64(p.listeners())
+			tp = append(tp, plotter.XY{X: x, Y: p.median()})
+			p99 = append(p99, plotter.XY{X: x, Y: float64(p.Latency.FromReturn.P99) / 1e6})
+			what = p.Notified
+		}
+		if err := addLine(a, mode, tp, i); err != nil {
+			return nil, nil, err
+		}
+		if err := addLine(b, mode+" ("+what+")", p99, i); err != nil {
+			return nil, nil, err
+		}
 	}
-	if err := addLine(b, "p99", p99, 2); err != nil {
-		return nil, nil, err
+	for _, p := range []*plot.Plot{a, b} {
+		p.X.Tick.Marker = writersTicks(ns)
+		p.X.Min, p.Y.Min = 0, 0
+		p.Legend.Top, p.Legend.Left = true, false
+		p.Add(plotter.NewGrid())
 	}
-	b.Legend.Top, b.Legend.Left = true, true
-	b.Legend.XOffs = vg.Millimeter * 3
-	b.Add(plotter.NewGrid())
 	return a, b, nil
 }
 

@@ -24,7 +24,7 @@ import (
 )
 
 // scenarios, in the order a run takes them.
-var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "lock", "listeners", "memory", "readcost", "purge", "users", "tuning"}
+var scenarioNames = []string{"compare", "invalidation", "logout", "throughput", "lock", "envelope", "memory", "readcost", "purge", "users", "tuning"}
 
 // plan is everything one run measures, and how much.
 type plan struct {
@@ -34,7 +34,7 @@ type plan struct {
 	logout       logoutOptions
 	throughput   throughputOptions
 	lock         lockOptions
-	listeners    listenersOptions
+	envelope     envelopeOptions
 	memory       memoryOptions
 	readCost     readCostOptions
 	purge        purgeOptions
@@ -54,7 +54,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 		logout:       logoutOptions{trials: 200},
 		throughput:   throughputOptions{writers: []int{1, 8, 32, 128}, duration: 4 * d, repeats: max(repeats-2, 1)},
 		lock:         lockOptions{writers: 8, duration: 8 * d, repeats: repeats, deadline: time.Second},
-		listeners:    listenersOptions{counts: []int{1, 10, 50, 100}, writers: 8, duration: 4 * d, repeats: max(repeats-2, 1), samples: 300},
+		envelope:     envelopeOptions{counts: []int{1, 10, 25, 50, envelopeMax}, writers: 8, readers: 8, sessions: 1000, duration: 4 * d, repeats: repeats, samples: 300},
 		memory:       memoryOptions{entries: 100_000, writers: 32},
 		readCost:     readCostOptions{rate: 500, duration: 4 * d, repeats: repeats},
 		purge:        purgeOptions{rows: 1_000_000, savers: 8, baseline: 20 * d},
@@ -70,7 +70,7 @@ func defaultPlan(quick bool, d time.Duration, repeats int) plan {
 	if quick {
 		p.invalidation.samples = 200
 		p.logout.trials = 50
-		p.listeners.samples = 50
+		p.envelope.samples = 50
 		p.memory.entries = 20_000
 		p.purge.rows = 50_000
 		p.users = usersOptions{rows: 100_000, calls: 2000}
@@ -94,7 +94,7 @@ func smokePlan() plan {
 	p.logout = logoutOptions{trials: 10}
 	p.throughput.writers = []int{1, 32}
 	p.lock = lockOptions{writers: 2, duration: 150 * time.Millisecond, repeats: 2, deadline: 100 * time.Millisecond}
-	p.listeners = listenersOptions{counts: []int{1, 3}, writers: 2, duration: 4 * d, repeats: 1, samples: 10}
+	p.envelope = envelopeOptions{counts: []int{1, 3}, writers: 2, readers: 2, sessions: 16, duration: 4 * d, repeats: 2, samples: 4}
 	p.memory = memoryOptions{entries: 500, writers: 4}
 	p.readCost = readCostOptions{rate: 200, duration: 50 * time.Millisecond, repeats: 1}
 	p.purge = purgeOptions{rows: 2000, savers: 2, baseline: 100 * time.Millisecond}
@@ -130,8 +130,8 @@ func run() error {
 		samples    = flag.Int("samples", 0, "invalidation latency samples (default 1000, -quick 200)")
 		lTrials    = flag.Int("logout-trials", 0, "trials of each action (logout, change) of the logout window scenario (default 200, -quick 50)")
 		writers    = flag.String("writers", "", "writer counts of the throughput scenario (default 1,8,32,128)")
-		listeners  = flag.String("listeners", "", "listener counts of the scaling scenario (default 1,10,50,100; lowered to what max_connections allows)")
-		lWriters   = flag.Int("listener-writers", 0, "concurrent writers of the scaling scenario (default 8)")
+		listeners  = flag.String("listeners", "", "listening instances of the scale envelope; max: as many as the server takes (default 1,10,25,50,max; each lowered to what max_connections allows)")
+		lWriters   = flag.Int("listener-writers", 0, "concurrent writers of the scale envelope (default 8)")
 		entries    = flag.Int("entries", 0, "cached entries of the memory scenario (default 100000, -quick 20000)")
 		rate       = flag.Float64("invalidation-rate", 0, "background writes per second of the read cost scenario (default 500)")
 		purgeRows  = flag.Int("purge-rows", 0, "expired rows of the purge scenario (default 1000000, -quick 50000)")
@@ -196,7 +196,7 @@ func run() error {
 	}
 	setInt(&p.invalidation.samples, *samples)
 	setInt(&p.logout.trials, *lTrials)
-	setInt(&p.listeners.writers, *lWriters)
+	setInt(&p.envelope.writers, *lWriters)
 	p.memory.profile = *memProf
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
@@ -225,10 +225,11 @@ func run() error {
 		}
 	}
 	if *listeners != "" {
-		if p.listeners.counts, err = parseInts(*listeners); err != nil {
+		if p.envelope.counts, err = parseInts(strings.ReplaceAll(*listeners, "max", strconv.Itoa(envelopeMax))); err != nil {
 			return fmt.Errorf("-listeners: %w", err)
 		}
-		slices.Sort(p.listeners.counts)
+		slices.Sort(p.envelope.counts)
+		p.envelope.counts = slices.Compact(p.envelope.counts)
 	}
 	t := &p.tuning
 	if *simZipf > 0 {
@@ -332,7 +333,7 @@ func measure(ctx context.Context, p plan, pr progress) (*report, error) {
 		{"logout", func() (err error) { rep.Logout, err = runLogout(ctx, e, p.logout, pr); return }},
 		{"throughput", func() (err error) { rep.Throughput, err = runThroughput(ctx, e, p.throughput, pr); return }},
 		{"lock", func() (err error) { rep.Lock, err = runLock(ctx, e, p.lock, pr); return }},
-		{"listeners", func() (err error) { rep.Listeners, err = runListeners(ctx, e, p.listeners, pr); return }},
+		{"envelope", func() (err error) { rep.Envelope, err = runEnvelope(ctx, e, p.envelope, pr); return }},
 		{"memory", func() (err error) { rep.Memory, err = runMemory(ctx, e, p.memory, pr); return }},
 		{"readcost", func() (err error) { rep.ReadCost, err = runReadCost(ctx, e, p.readCost, pr); return }},
 		{"purge", func() (err error) { rep.Purge, err = runPurge(ctx, e, p.purge, pr); return }},
