@@ -44,3 +44,13 @@ func (c Coherence) String() string {
 	}
 	return fmt.Sprintf("Coherence(%d)", int(c))
 }
+
+// current reports whether the cached entry e may still serve without the
+// database being asked: always under CoherenceAll, where every change is
+// notified. Under CoherenceRevocations, where saves are not, a live entry
+// only while it was written, loaded or refreshed here less than MaxStale
+// ago; a dead one always, since a logout is final until its tombstone
+// expires (and the entry with it).
+func (s *Store) current(e entry, now time.Time) bool {
+	return s.cfg.Coherence == CoherenceAll || e.dead || s.cache.at(now)-e.filled < int64(s.cfg.MaxStale)
+}

@@ -495,5 +495,6 @@ func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
 
 // shape is what the store's writes store beyond data and expiry.
 func (c *Config) shape() writeShape {
-	return writeShape{users: c.UserKey != "", client: c.RecordClient, abs: c.AbsoluteTimeout > 0}
+	return writeShape{users: c.UserKey != "", client: c.RecordClient, abs: c.AbsoluteTimeout > 0,
+		quiet: c.Coherence == CoherenceRevocations}
 }
