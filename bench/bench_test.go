@@ -299,6 +299,17 @@ func TestScenarios(t *testing.T) {
 					pt.Mode, pt.listeners(), pt.Requested, len(pt.PerSec), len(pt.Ratio), pt.median(), pt.Latency.FromReturn.N, pt.Latency.Lost)
 			}
 		}
+		// CoherenceRevocations saves send no notification: the listener
+		// hears only probes, far fewer than CoherenceAll's saves.
+		for _, n := range o.counts {
+			all, rev := env.point(pgsession.CoherenceAll.String(), n), env.point(pgsession.CoherenceRevocations.String(), n)
+			if all == nil || rev == nil {
+				t.Fatalf("%d listeners: a mode is missing", n)
+			}
+			if a, r := median(all.Notices), median(rev.Notices); !(r < a/2) {
+				t.Errorf("%d listeners: %.3f notifications per save (all) vs %.3f (revocations), want revocations' far fewer", n, a, r)
+			}
+		}
 		if r := env.Reads; len(r.PerSec) != o.repeats || !(r.median() > 0) {
 			t.Errorf("cache-miss reads: %d rounds, %.0f reads/s", len(r.PerSec), r.median())
 		}

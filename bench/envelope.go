@@ -82,6 +82,7 @@ type envelopePoint struct {
 	PerSec    []float64          // saves per second, per round
 	Ratio     []float64          // per round: saves/s over the same round's at the smallest count
 	CPU       []cpuPerOp         // CPU per save, this process and the server, per round
+	Notices   []float64          // per round: notifications the first listener received per save
 	Notified  string             // what the latency samples wrote: a change or a logout
 	Latency   invalidationResult // writer -> one listener, over all rounds
 
@@ -311,11 +312,13 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 					res.Points = append(res.Points, pt)
 				}
 				pr.printf("envelope: round %d/%d, %d listeners, %s: throughput", round+1, o.repeats, n, m)
+				heard := listeners[0].Stats().Notifications
 				cpu0 := takeCPU()
 				t, err := timeParallel(o.duration, o.writers, func(i int) error { return load[m][i].change(ctx) })
 				if err != nil {
 					return nil, fmt.Errorf("%s, %d listeners: %w", m, n, err)
 				}
+				pt.Notices = append(pt.Notices, float64(listeners[0].Stats().Notifications-heard)/float64(max(t.ops, 1)))
 				pt.Listeners = append(pt.Listeners, n)
 				pt.PerSec = append(pt.PerSec, t.perSecond())
 				pt.CPU = append(pt.CPU, cpu0.perOp(takeCPU(), t.ops))
