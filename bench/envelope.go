@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -83,6 +84,7 @@ type envelopePoint struct {
 	Ratio     []float64          // per round: saves/s over the same round's at the smallest count
 	CPU       []cpuPerOp         // CPU per save, this process and the server, per round
 	Notices   []float64          // per round: notifications the first listener received per save
+	Others    []time.Duration    // per round: CPU per save of the server's other processes (other clients' backends), -1 if unknown
 	Notified  string             // what the latency samples wrote: a change or a logout
 	Latency   invalidationResult // writer -> one listener, over all rounds
 
@@ -118,8 +120,9 @@ type envelopeResult struct {
 	Writers        int
 	MaxBatch       int
 	MaxConnections int
-	Free           int // client connections free at the start
-	Limit          int // most listeners the scenario would open
+	Free           int  // client connections free at the start
+	Limit          int  // most listeners the scenario would open
+	OwnServerCPU   bool // server CPU is this run's backends and the server's background processes, not every postgres process
 	Spare          int
 	Duration       time.Duration
 	Repeats        int
@@ -297,6 +300,9 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 				return nil, err
 			}
 			n := len(listeners)
+			// Opening and closing Stores leaves garbage behind: collect it
+			// now rather than during a cell.
+			runtime.GC()
 			// Alternate which mode goes first, by round and by count.
 			order := slices.Clone(res.Modes)
 			if (round+ci)%2 == 1 {
@@ -312,16 +318,28 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 					res.Points = append(res.Points, pt)
 				}
 				pr.printf("envelope: round %d/%d, %d listeners, %s: throughput", round+1, o.repeats, n, m)
+				share, err := e.ownServerShare(ctx)
+				if err != nil {
+					return nil, err
+				}
+				res.OwnServerCPU = share.own
 				heard := listeners[0].Stats().Notifications
-				cpu0 := takeCPU()
+				cpu0, all0, ok0 := share.take()
 				t, err := timeParallel(o.duration, o.writers, func(i int) error { return load[m][i].change(ctx) })
 				if err != nil {
 					return nil, fmt.Errorf("%s, %d listeners: %w", m, n, err)
 				}
+				cpu1, all1, ok1 := share.take()
+				cpu := cpu0.perOp(cpu1, t.ops)
+				others := time.Duration(-1)
+				if ok0 && ok1 && share.own && cpu.Server >= 0 {
+					others = max((all1-all0)/time.Duration(max(t.ops, 1))-cpu.Server, 0)
+				}
+				pt.Others = append(pt.Others, others)
 				pt.Notices = append(pt.Notices, float64(listeners[0].Stats().Notifications-heard)/float64(max(t.ops, 1)))
 				pt.Listeners = append(pt.Listeners, n)
 				pt.PerSec = append(pt.PerSec, t.perSecond())
-				pt.CPU = append(pt.CPU, cpu0.perOp(takeCPU(), t.ops))
+				pt.CPU = append(pt.CPU, cpu)
 				if base := res.point(m, o.counts[0]); base != nil && len(base.PerSec) == round+1 {
 					pt.Ratio = append(pt.Ratio, t.perSecond()/base.PerSec[round])
 				}
@@ -414,13 +432,18 @@ func measureMisses(ctx context.Context, e *env, table string, cookies []string, 
 	if _, err := timeParallel(10*time.Millisecond, o.readers, get); err != nil {
 		return err
 	}
+	share, err := e.ownServerShare(ctx)
+	if err != nil {
+		return err
+	}
 	l0 := s.Stats().Loads
-	cpu0 := takeCPU()
+	cpu0, _, _ := share.take()
 	t, err := timeParallel(o.duration, o.readers, get)
 	if err != nil {
 		return err
 	}
-	cpu := cpu0.perOp(takeCPU(), t.ops)
+	cpu1, _, _ := share.take()
+	cpu := cpu0.perOp(cpu1, t.ops)
 	if loads := s.Stats().Loads - l0; loads != t.ops {
 		return fmt.Errorf("%d Gets made %d Loads, want one each", t.ops, loads)
 	}

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // timing is one measurement of an operation: how many ran, in how much
@@ -345,4 +348,47 @@ func forEach(n, workers int, fn func(i int) error) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// serverShare is the set of server processes whose CPU time a measurement
+// counts.
+type serverShare struct {
+	pids []int
+	own  bool // pids are this run's backends and the server's background processes; false: every postgres process
+}
+
+// ownServerShare returns the backends serving this process's connections
+// and the server's background processes (WAL writer, checkpointer,
+// autovacuum...), so that other clients' queries on a shared server stay
+// out of a measurement. Where the suite cannot tell its backends apart (a
+// Unix socket, another OS), it counts every postgres process.
+func (e *env) ownServerShare(ctx context.Context) (serverShare, error) {
+	cc, err := pgx.ParseConfig(e.dbURL)
+	if err != nil || strings.HasPrefix(cc.Host, "/") {
+		return serverShare{}, nil
+	}
+	ports := ownClientPorts(int(cc.Port))
+	if len(ports) == 0 {
+		return serverShare{}, nil
+	}
+	rows, err := e.pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend' OR client_port = ANY($1::int[])`, ports)
+	if err != nil {
+		return serverShare{}, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return serverShare{}, err
+	}
+	return serverShare{pids: pids, own: true}, nil
+}
+
+// take is takeCPU with the server's time counted over the share, and the
+// whole server's besides.
+func (sh serverShare) take() (snap cpuSnap, all time.Duration, allOK bool) {
+	snap = takeCPU()
+	all, allOK = snap.server, snap.serverOK
+	if sh.own {
+		snap.server, snap.serverOK = pidsCPU(sh.pids)
+	}
+	return snap, all, allOK
 }

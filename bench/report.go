@@ -601,9 +601,10 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 	m.p("## How far one PostgreSQL goes: the scale envelope")
 	m.p("Two writing Stores on one table, one per coherence mode (`CoherenceAll`: every save notifies; `CoherenceRevocations`: saves do not, logouts do), cache off, group commit (MaxBatch %d), sharing a pool of 3; %d writers, each saving its own session changed, over and over. N listening Stores in this process stand for N instances, each with a listening connection of its own (its own ListenConnString, `application_name=pgsbench_listener_<i>`). Each of %d rounds sweeps the counts upwards and closes back down; at each count both modes run for %v each, the order alternating. Saves/s: median of the rounds, in brackets the slowest and fastest round; vs first: median of each round's ratio to the same round's smallest count, in brackets the lowest and highest. Notifications per save: what the first listener received during the cell over the saves (median of the rounds): a batch's notification carries many sessions; in `revocations` only the listeners' own probes remain. max_connections is %d and %d client connections were free at the start: `max` is that, less this scenario's own %d and %d left for other clients, = %d.",
 		l.MaxBatch, l.Writers, l.Repeats, l.Duration, l.MaxConnections, l.Free, envelopeOwnConns, l.Spare, l.Free-envelopeOwnConns-l.Spare)
+	m.p("%s", serverCPUNote(l.OwnServerCPU))
 	head := []string{"listeners asked", "listeners"}
 	for _, mode := range l.Modes {
-		head = append(head, mode+" saves/s", "vs first", "CPU per save: this process + server", "notifications per save")
+		head = append(head, mode+" saves/s", "vs first", "CPU per save: this process + server", "other clients' server CPU per save", "notifications per save")
 	}
 	var rows, latRows [][]string
 	for _, n := range l.counts() {
@@ -612,7 +613,7 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 		for _, mode := range l.Modes {
 			p := l.point(mode, n)
 			if p == nil {
-				row, lat = append(row, "—", "—", "—", "—"), append(lat, "—", "—", "—")
+				row, lat = append(row, "—", "—", "—", "—", "—"), append(lat, "—", "—", "—")
 				continue
 			}
 			row[1], lat[1] = fmt.Sprint(p.listeners()), fmt.Sprint(p.listeners())
@@ -621,7 +622,7 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 			}
 			row = append(row, fmt.Sprintf("%.0f/s (%.0f-%.0f)", p.median(), slices.Min(p.PerSec), slices.Max(p.PerSec)),
 				fmt.Sprintf("%s (%s-%s)", fmtRatio(p.ratio()), fmtRatio(slices.Min(p.Ratio)), fmtRatio(slices.Max(p.Ratio))), medianCPU(p.CPU).String(),
-				fmt.Sprintf("%.3f", median(p.Notices)))
+				fmtOthers(p.Others), fmt.Sprintf("%.3f", median(p.Notices)))
 			lat = append(lat, fmt.Sprintf("%s / %s", fmtDur(p.Latency.FromReturn.P50), fmtDur(p.Latency.FromReturn.P99)),
 				fmt.Sprintf("%s / %s", fmtDur(p.Latency.FromCall.P50), fmtDur(p.Latency.FromCall.P99)), fmt.Sprintf("%d (%d lost)", p.Latency.FromReturn.N, p.Latency.Lost))
 		}
@@ -642,10 +643,32 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 	m.p("Cache-miss reads: a Store with its cache off on a pool of %d, %d goroutines each reading sessions in turn among %d (every Get a Load, checked), once per round at the smallest count: %.0f reads/s (median; rounds %s), CPU per read %s.",
 		rd.PoolConns, rd.Readers, rd.Sessions, rd.median(), fmtRates(rd.PerSec), medianCPU(rd.CPU))
 	m.p("### How far one PostgreSQL goes")
-	m.p("Per mode, at the smallest count, 50 instances (or the nearest below) and the most the server took; DB CPU per write is every postgres process on this machine, other clients' work included.")
+	m.p("Per mode, at the smallest count, 50 instances (or the nearest below) and the most the server took; DB CPU per write as above.")
 	head, rows = l.table()
 	m.table(head, rows)
 	m.chart(charts, "envelope", "scale envelope")
+}
+
+// serverCPUNote says whose work the server's CPU time counts.
+func serverCPUNote(own bool) string {
+	if own {
+		return "The server's CPU is that of the backends serving this run's connections (found by their client ports) and of the server's background processes (WAL writer, checkpointer, autovacuum): other clients' queries on the same server are left out, and shown apart as other clients' server CPU (every other postgres process, per save): the noise they added."
+	}
+	return "The server's CPU is every postgres process on this machine, other clients' work included."
+}
+
+// fmtOthers is the median of per-round durations, or ? when unknown.
+func fmtOthers(ds []time.Duration) string {
+	var known []time.Duration
+	for _, d := range ds {
+		if d >= 0 {
+			known = append(known, d)
+		}
+	}
+	if len(known) == 0 {
+		return "?"
+	}
+	return fmtDur(medianDuration(known))
 }
 
 // fmtRates lists per-round rates.
