@@ -293,7 +293,7 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 		}
 	}
 
-	perRound := max(o.samples/o.repeats, 1)
+	perRound := max((o.samples+o.repeats-1)/o.repeats, 1)
 	for round := range o.repeats {
 		for ci, want := range o.counts {
 			if err := grow(min(want, res.Limit)); err != nil {

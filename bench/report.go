@@ -190,7 +190,8 @@ func (r *report) computeGoals() {
 		}
 		q := p.ratio()
 		add(name, target, true, fmt.Sprintf("%s (median of per-round ratios; %.0f vs %.0f saves/s, medians)", fmtRatio(q), p.median(), first.median()), q >= g.target, note)
-		missed(fmt.Sprintf("%s. CPU per save went from %s to %s (this process + server); here all of it shares this machine's %d CPUs", g.limit, medianCPU(first.CPU), medianCPU(p.CPU), r.Env.CPUs))
+		missed(fmt.Sprintf("%s. CPU per save went from %s to %s (this process + server), with %.2f notifications per save (%d writers' batches); here all of it shares this machine's %d CPUs",
+			g.limit, medianCPU(first.CPU), medianCPU(p.CPU), median(p.Notices), env.Writers, r.Env.CPUs))
 	}
 
 	if m := r.Memory; m != nil {
