@@ -348,9 +348,13 @@ func envelopeCharts(l *envelopeResult) (*plot.Plot, *plot.Plot, error) {
 	for _, p := range []*plot.Plot{a, b} {
 		p.X.Tick.Marker = writersTicks(ns)
 		p.X.Min, p.Y.Min = 0, 0
-		p.Legend.Top, p.Legend.Left = true, false
+		p.Legend.Left = true
+		p.Legend.XOffs = vg.Millimeter * 3
 		p.Add(plotter.NewGrid())
 	}
+	// Throughput starts high for both modes, and one falls to the right:
+	// the legend goes bottom left; latency's top left.
+	b.Legend.Top = true
 	return a, b, nil
 }
 
