@@ -25,9 +25,14 @@ const (
 	// on every instance, through the version its cookie carries; another
 	// client, whose cookie is older, may be served an older version of
 	// the session for at most Config.MaxStale, after which a cached entry
-	// is read again from the database. For large fleets, where a
-	// notification per write to every instance costs more than it is
-	// worth.
+	// is read again from the database. A save that shortens a session's
+	// lifetime (a smaller MaxAge) likewise reaches the other instances'
+	// caches within MaxStale. For large fleets, where a notification per
+	// write to every instance costs more than it is worth.
+	//
+	// Every instance sharing a table should use the same mode: one in
+	// CoherenceAll beside instances that do not notify saves would keep
+	// an older copy for older cookies until it leaves its cache (MaxIdle).
 	CoherenceRevocations
 )
 
