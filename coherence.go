@@ -10,9 +10,10 @@ import (
 type Coherence int
 
 const (
-	// CoherenceAll notifies every write: every change of a session
-	// (save, expiry refresh, logout) reaches every instance's cache within
-	// milliseconds. Each notifying commit takes PostgreSQL's cluster-wide
+	// CoherenceAll notifies every write: every change of a session's
+	// values or version (a save, a logout) reaches every instance's cache
+	// within milliseconds; only expiry-only refreshes and touches go
+	// unnotified. Each notifying commit takes PostgreSQL's cluster-wide
 	// notify lock and wakes every listening instance, so its cost grows
 	// with the number of instances. The default.
 	CoherenceAll Coherence = iota
