@@ -10,9 +10,10 @@ import (
 type Coherence int
 
 const (
-	// CoherenceAll notifies every write: every change of a session
-	// (save, expiry refresh, logout) reaches every instance's cache within
-	// milliseconds. Each notifying commit takes PostgreSQL's cluster-wide
+	// CoherenceAll notifies every write: every change of a session's
+	// values or version (a save, a logout) reaches every instance's cache
+	// within milliseconds; only expiry-only refreshes and touches go
+	// unnotified. Each notifying commit takes PostgreSQL's cluster-wide
 	// notify lock and wakes every listening instance, so its cost grows
 	// with the number of instances. The default.
 	CoherenceAll Coherence = iota
@@ -25,9 +26,14 @@ const (
 	// on every instance, through the version its cookie carries; another
 	// client, whose cookie is older, may be served an older version of
 	// the session for at most Config.MaxStale, after which a cached entry
-	// is read again from the database. For large fleets, where a
-	// notification per write to every instance costs more than it is
-	// worth.
+	// is read again from the database. A save that shortens a session's
+	// lifetime (a smaller MaxAge) likewise reaches the other instances'
+	// caches within MaxStale. For large fleets, where a notification per
+	// write to every instance costs more than it is worth.
+	//
+	// Every instance sharing a table should use the same mode: one in
+	// CoherenceAll beside instances that do not notify saves would keep
+	// an older copy for older cookies until it leaves its cache (MaxIdle).
 	CoherenceRevocations
 )
 

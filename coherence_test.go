@@ -213,6 +213,9 @@ func TestCoherenceNotifications(t *testing.T) {
 			ctx := context.Background()
 			cfg := testConfig(t)
 			cfg.Coherence = mode
+			// Every optional column and check, so that the fullest shape
+			// of each statement runs.
+			cfg.UserKey, cfg.RecordClient, cfg.AbsoluteTimeout = "uid", true, time.Hour
 			other := newStore(t, testDB.pool, cfg)
 			conn, err := pgx.Connect(ctx, testDB.url)
 			if err != nil {

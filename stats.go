@@ -35,7 +35,7 @@ type Stats struct {
 	Listener           ListenerState // the listener's state now: ListenerUp only while it heard a probe of its own within ListenLease
 	ProbeErrors        int64         // probes (notifications to itself, every ListenLease/4) that could not be sent
 	NotifyQueueUsage   float64       // pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full
-	Revalidations      int64         // cache entries read again from the database because they were older than MaxStale (CoherenceRevocations)
+	Revalidations      int64         // Gets whose cached copy was older than MaxStale, so read again from the database (CoherenceRevocations; counted in CacheMisses too)
 
 	// Idle entries and expired rows.
 	Scavenged    int64 // cache entries evicted for being idle longer than MaxIdle (or expired)

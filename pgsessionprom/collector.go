@@ -88,7 +88,7 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.ProbeErrors) }},
 	{"NotifyQueueUsage", "pgsession_notify_queue_usage_ratio", "pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full.", gauge,
 		func(st pgsession.Stats) float64 { return st.NotifyQueueUsage }},
-	{"Revalidations", "pgsession_revalidations_total", "Cache entries read again from the database because they were older than MaxStale (CoherenceRevocations).", counter,
+	{"Revalidations", "pgsession_revalidations_total", "Gets whose cached copy was older than MaxStale, so read again from the database (CoherenceRevocations).", counter,
 		func(st pgsession.Stats) float64 { return float64(st.Revalidations) }},
 
 	// Idle entries and expired rows.
