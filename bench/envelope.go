@@ -300,14 +300,21 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 				return nil, err
 			}
 			n := len(listeners)
-			// Opening and closing Stores leaves garbage behind: collect it
-			// now rather than during a cell.
-			runtime.GC()
 			// Alternate which mode goes first, by round and by count.
 			order := slices.Clone(res.Modes)
 			if (round+ci)%2 == 1 {
 				slices.Reverse(order)
 			}
+			// Opening and closing dozens of Stores has after-effects (new
+			// connections' first round trips, backends exiting, garbage):
+			// let them pass in a short unmeasured cell of each mode, and
+			// collect the garbage now rather than during a cell.
+			for _, m := range order {
+				if _, err := timeParallel(o.duration/4, o.writers, func(i int) error { return load[m][i].change(ctx) }); err != nil {
+					return nil, fmt.Errorf("%s, %d listeners: settling: %w", m, n, err)
+				}
+			}
+			runtime.GC()
 			for _, m := range order {
 				pt := res.point(m, want)
 				if pt == nil {

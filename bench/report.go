@@ -169,7 +169,7 @@ func (r *report) computeGoals() {
 		target float64
 		limit  string
 	}{
-		{pgsession.CoherenceRevocations, 0.9, "saves send no notification here; what still grows with the listeners is each listener's probe (a notification every ListenLease/4 that wakes every listener) and, on this machine, the listeners' own client work sharing its CPUs with the server"},
+		{pgsession.CoherenceRevocations, 0.9, "saves send no notification here; what still grows with the listeners is their probes (each listener's every ListenLease/4, delivered to every listener: deliveries grow with the square of the count) and, on this machine, the listeners' own client work sharing its CPUs with the server"},
 		{pgsession.CoherenceAll, 0.5, "every notifying commit takes the cluster-wide notify lock and wakes every listening backend, and every listener's connection reads every notification; group commit pays that once per batch, not per save"},
 	} {
 		name := fmt.Sprintf("%s: write throughput with 50 listening instances vs 1", modeName(g.mode.String()))
@@ -630,6 +630,12 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 		rows, latRows = append(rows, row), append(latRows, lat)
 	}
 	m.table(head, rows)
+	if p := l.at(l.Modes[0], envelopeMax); p != nil {
+		n := float64(p.listeners())
+		perSec := 4 / pgsession.DefaultListenLease.Seconds()
+		m.p("Probes: every listening Store sends one on the table's channel every ListenLease / 4 (%v at the default lease), and each reaches every listener: at %d listeners, %.0f probes/s and %.0f deliveries/s (growing with the square of the count), in both modes, with no save behind them.",
+			pgsession.DefaultListenLease/4, p.listeners(), n*perSec, n*n*perSec)
+	}
 	head = []string{"listeners asked", "listeners"}
 	for _, mode := range l.Modes {
 		what := notifiedChange
