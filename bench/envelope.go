@@ -102,6 +102,14 @@ func (p *envelopePoint) listeners() int {
 	return slices.Min(p.Listeners)
 }
 
+// envelopeIdle is what N listening Stores cost with nothing written: their
+// probes, and the pings of a quiet listener.
+type envelopeIdle struct {
+	Requested int
+	Listeners []int      // per round
+	CPU       []cpuPerOp // CPU per second of wall time, this process and the server, per round
+}
+
 // envelopeReads is cache-miss reads through one pool.
 type envelopeReads struct {
 	Readers   int
@@ -116,6 +124,7 @@ func (r *envelopeReads) median() float64 { return median(r.PerSec) }
 type envelopeResult struct {
 	Modes          []string
 	Points         []*envelopePoint // by count, then mode
+	Idle           []*envelopeIdle  // by count
 	Reads          envelopeReads
 	Writers        int
 	MaxBatch       int
@@ -315,6 +324,9 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 				}
 			}
 			runtime.GC()
+			if err := measureIdle(ctx, e, res, want, n, o.duration); err != nil {
+				return nil, err
+			}
 			for _, m := range order {
 				pt := res.point(m, want)
 				if pt == nil {
@@ -379,6 +391,43 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 		pt.Latency = pt.samples.result()
 	}
 	return res, nil
+}
+
+// measureIdle measures, with n listeners open and nothing written for d,
+// CPU per second in this process and the server.
+func measureIdle(ctx context.Context, e *env, res *envelopeResult, want, n int, d time.Duration) error {
+	var idle *envelopeIdle
+	for _, p := range res.Idle {
+		if p.Requested == want {
+			idle = p
+		}
+	}
+	if idle == nil {
+		idle = &envelopeIdle{Requested: want}
+		res.Idle = append(res.Idle, idle)
+	}
+	share, err := e.ownServerShare(ctx)
+	if err != nil {
+		return err
+	}
+	cpu0, _, _ := share.take()
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+	}
+	cpu1, _, _ := share.take()
+	// CPU per second: per op with an op a millisecond, times 1000.
+	c := cpu0.perOp(cpu1, max(time.Since(t0).Milliseconds(), 1))
+	for _, p := range []*time.Duration{&c.Client, &c.Server} {
+		if *p >= 0 {
+			*p *= 1000
+		}
+	}
+	idle.Listeners = append(idle.Listeners, n)
+	idle.CPU = append(idle.CPU, c)
+	return nil
 }
 
 // logoutEviction readies samples that log out a new session, written by

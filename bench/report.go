@@ -630,6 +630,24 @@ func (r *report) mdEnvelope(m *md, charts map[string]string) {
 		rows, latRows = append(rows, row), append(latRows, lat)
 	}
 	m.table(head, rows)
+	if len(l.Idle) > 0 {
+		var parts []string
+		for _, id := range l.Idle {
+			c := medianCPU(id.CPU)
+			f := func(d time.Duration) string {
+				if d < 0 {
+					return "?"
+				}
+				return fmt.Sprintf("%.1f%%", 100*d.Seconds())
+			}
+			n := 0
+			if len(id.Listeners) > 0 {
+				n = slices.Min(id.Listeners)
+			}
+			parts = append(parts, fmt.Sprintf("%d: %s + %s", n, f(c.Client), f(c.Server)))
+		}
+		m.p("With nothing written (a cell at each count, each round, medians), what the listening Stores cost by themselves, in CPU time per second of one core, this process + server, by listeners: %s.", strings.Join(parts, "; "))
+	}
 	if p := l.at(l.Modes[0], envelopeMax); p != nil {
 		n := float64(p.listeners())
 		perSec := 4 / pgsession.DefaultListenLease.Seconds()
