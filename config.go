@@ -167,8 +167,10 @@ type Config struct {
 	// (ErrInvalidConfig) when it is not Config.Channel.
 	Channel string
 
-	// ListenConnString, when set, is used to open the store's one dedicated
-	// listening connection instead of taking one from the pool. Set it when
+	// ListenConnString, when set, is used to open the store's dedicated
+	// listening connection instead of taking one from the pool. Stores of
+	// one process with the same pool and ListenConnString share that
+	// connection, whatever their tables. Set it when
 	// the pool goes through PgBouncer in transaction or statement mode,
 	// where LISTEN does not work: point it at PostgreSQL directly (or at a
 	// session-mode pool), on the primary.

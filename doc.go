@@ -52,8 +52,9 @@
 // # Several instances
 //
 // Every write sends, in its own transaction, a pg_notify naming the
-// session's key hash and new version; each Store LISTENs on one dedicated
-// connection and evicts older copies. Changes made to the table by plain
+// session's key hash and new version; each Store LISTENs, on one dedicated
+// connection shared by the process's Stores on the same pool, and evicts
+// older copies. Changes made to the table by plain
 // SQL (an admin's DELETE, a migration's UPDATE, TRUNCATE) are notified by
 // the table's triggers. The cache serves only while the listener has
 // heard, within Config.ListenLease, a probe the store sent itself through

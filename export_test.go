@@ -40,9 +40,12 @@ func Cached(s *Store, id string) (int64, bool) {
 	return e.version, true
 }
 
-// Origin returns the id the store puts in its notifications; its listener's
-// application_name is "pgsession listener " + Origin.
+// Origin returns the id the store puts in its notifications.
 func Origin(s *Store) string { return s.origin }
+
+// ListenerName returns the application_name of the connection the store's
+// listener shares with the other Stores of the process on its pool.
+func ListenerName(s *Store) string { return s.listener.hub.applicationName() }
 
 // Channel returns the store's notification channel.
 func Channel(s *Store) string { return s.cfg.Channel }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -105,15 +104,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		return nil, err
 	}
 
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+
 	// Without a cache there is nothing to invalidate, so no listener;
 	// writes still notify the instances that do cache.
-	var conn *pgx.Conn
 	if s.cache != nil {
 		s.listener = newListener(listenerConfig{
 			channel:  cfg.Channel,
 			origin:   s.origin,
 			lease:    cfg.ListenLease,
-			connect:  listenConnector(pool, cfg.ListenConnString),
 			send:     probeSender(pool),
 			cache:    s.cache,
 			counters: &s.counters,
@@ -121,18 +121,14 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			handoff:  cfg.knobs.handoff,
 			hook:     cfg.knobs.applyHook,
 		})
-		if conn, err = s.listener.listen(ctx); err != nil {
-			return nil, fmt.Errorf("start listener on channel %q: %w", cfg.Channel, err)
-		}
-		s.listener.setUp(true)
-	}
-
-	bg, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if s.listener != nil {
-		s.wg.Go(func() { s.listener.run(bg, conn) })
 		s.wg.Go(s.listener.apply)
 		s.wg.Go(func() { s.listener.runProber(bg) })
+		if err := s.listener.start(ctx, pool, cfg.ListenConnString); err != nil {
+			s.listener.stop()
+			cancel()
+			s.wg.Wait()
+			return nil, fmt.Errorf("start listener on channel %q: %w", cfg.Channel, err)
+		}
 		if cfg.ScavengeInterval > 0 {
 			sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
 			s.wg.Go(func() { sc.run(bg) })
@@ -343,6 +339,9 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.writes.close()
 		s.cancel()
+		if s.listener != nil {
+			s.listener.stop()
+		}
 		s.wg.Wait()
 	})
 	return nil
