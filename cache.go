@@ -18,14 +18,18 @@ type keyHash = [32]byte
 // entry is one cached session, held by value in the LRU. Its data is
 // never modified after it is cached, so a copy of the entry can be read
 // without a lock.
+//
+// Its fields are ordered so that the two bools share one word: an entry is
+// 96 bytes on 64-bit platforms (TestEntrySize), counted in entryOverhead.
 type entry struct {
 	data     []byte   // encoded values, exactly as stored; never modified
 	version  int64    // the row version when data was read or written
 	deadline int64    // cache-clock ns by which the row has surely expired
 	lastUsed int64    // cache-clock ns of the last read or write here
+	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
+	filled   int64    // cache-clock ns from which data is known to be the row's: written, loaded or refreshed here (MaxStale)
 	rest     [24]byte // the key hash after its first 8 bytes, which key the LRU
 	dead     bool     // a tombstone: the session was logged out at version
-	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
 	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
 
@@ -114,10 +118,11 @@ func (c *cache) at(t time.Time) int64 {
 	return int64(t.Sub(c.base))
 }
 
-// newEntry returns an entry of data at version, alive until deadline and
-// used now.
+// newEntry returns an entry of data at version, alive until deadline, and
+// used and known to be the row's at now.
 func (c *cache) newEntry(data []byte, version int64, deadline, now time.Time) entry {
-	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: c.at(now), touched: c.at(now)}
+	t := c.at(now)
+	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: t, touched: t, filled: t}
 }
 
 // split returns the LRU key of k and the rest of it.

@@ -66,7 +66,7 @@ const minInterval = 10 * time.Millisecond
 // "use the default". A negative value turns off what can be turned off
 // (CacheSize, RefreshAfter's lag, ScavengeInterval, PurgeInterval,
 // MaxBatch's batching); for MaxLength, BrowserSessionTTL, ListenLease,
-// MaxIdle, IdleTimeout and AbsoluteTimeout it is an error. Each field says which. The Config is copied by
+// MaxIdle, IdleTimeout, AbsoluteTimeout and MaxStale it is an error. Each field says which. The Config is copied by
 // New: changing it afterwards has no effect.
 type Config struct {
 	// KeyPairs are securecookie hash and block key pairs, as in
@@ -273,6 +273,22 @@ type Config struct {
 	// time.Now; replace it only for tests and simulations.
 	Clock func() time.Time
 
+	// Coherence chooses which writes are notified to the other instances'
+	// caches: CoherenceAll (the default) every write, CoherenceRevocations
+	// only logouts and deletions. See Coherence for what each guarantees.
+	Coherence Coherence
+
+	// MaxStale bounds, under CoherenceRevocations, how old a cached entry
+	// may be: one written, loaded or re-validated from the database longer
+	// than MaxStale ago (on Clock) is read again before it serves. So a
+	// change made on another instance (new values, or a shorter lifetime
+	// from a smaller MaxAge) reaches this instance's readers within
+	// MaxStale, and at once for the client that made it (its cookie
+	// version). Ignored under CoherenceAll, where every change is
+	// notified. Default 30 seconds (DefaultMaxStale); negative is an
+	// error.
+	MaxStale time.Duration
+
 	knobs knobs // set only by this package's tests
 }
 
@@ -392,6 +408,17 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+	switch c.Coherence {
+	case CoherenceAll, CoherenceRevocations:
+	default:
+		return c, fmt.Errorf("%w: Coherence %v is not a known mode", ErrInvalidConfig, c.Coherence)
+	}
+	switch {
+	case c.MaxStale == 0:
+		c.MaxStale = DefaultMaxStale
+	case c.MaxStale < 0:
+		return c, fmt.Errorf("%w: MaxStale %v is negative", ErrInvalidConfig, c.MaxStale)
+	}
 	switch {
 	case c.WriteTimeout == 0:
 		c.WriteTimeout = DefaultWriteTimeout
@@ -470,5 +497,6 @@ func (c *Config) refreshLag(lifetime time.Duration) time.Duration {
 
 // shape is what the store's writes store beyond data and expiry.
 func (c *Config) shape() writeShape {
-	return writeShape{users: c.UserKey != "", client: c.RecordClient, abs: c.AbsoluteTimeout > 0}
+	return writeShape{users: c.UserKey != "", client: c.RecordClient, abs: c.AbsoluteTimeout > 0,
+		quiet: c.Coherence == CoherenceRevocations}
 }

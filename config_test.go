@@ -50,6 +50,11 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"carriage return in channel", func(c *pgsession.Config) { c.Channel = "pgsession:a\rb" }},
 		{"negative IdleTimeout", func(c *pgsession.Config) { c.IdleTimeout = -time.Second }},
 		{"negative AbsoluteTimeout", func(c *pgsession.Config) { c.AbsoluteTimeout = -time.Second }},
+		{"negative MaxStale", func(c *pgsession.Config) { c.MaxStale = -time.Second }},
+		{"negative MaxStale under CoherenceRevocations", func(c *pgsession.Config) {
+			c.Coherence, c.MaxStale = pgsession.CoherenceRevocations, -1
+		}},
+		{"unknown Coherence", func(c *pgsession.Config) { c.Coherence = pgsession.Coherence(7) }},
 	}
 	// Configuration is checked before anything touches the database, so
 	// this runs without one: the pool points nowhere and is never dialed.
@@ -83,6 +88,9 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		}},
 		{"10 ms intervals", func(c *pgsession.Config) {
 			c.ScavengeInterval, c.PurgeInterval = 10*time.Millisecond, 10*time.Millisecond
+		}},
+		{"CoherenceRevocations with 1 ns MaxStale", func(c *pgsession.Config) {
+			c.Coherence, c.MaxStale = pgsession.CoherenceRevocations, time.Nanosecond
 		}},
 		{"negative intervals", func(c *pgsession.Config) { c.ScavengeInterval, c.PurgeInterval = -time.Nanosecond, -1 }},
 		{"comment markers and non-ASCII in names", func(c *pgsession.Config) {

@@ -64,6 +64,14 @@
 // cache starts empty. The cookie carries the version the client was last
 // given, so a client never reads older than it was given, on any instance.
 //
+// For large fleets, Config.Coherence = CoherenceRevocations notifies only
+// logouts, revocations, Clear and plain-SQL changes: saves then cost no
+// notification to every instance. A client still reads its own writes
+// everywhere (its cookie version), logouts still reach every cache within
+// milliseconds, and another client, holding an older cookie, may be
+// served an older version for at most Config.MaxStale, after which a
+// cached copy is read again.
+//
 // # Idle entries and expired rows
 //
 // Idle entries leave the cache after Config.MaxIdle, checked every

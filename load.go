@@ -26,12 +26,16 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 	if usable {
 		// The one clock read of a cache hit: it checks the expiry and
 		// marks the entry used.
-		if e, ok, due := s.cache.get(k, s.now(), s.touchEvery); ok && e.version >= minVersion {
-			s.counters.hits.Add(1)
-			if due {
-				s.touches.schedule(k)
+		now := s.now()
+		if e, ok, due := s.cache.get(k, now, s.touchEvery); ok && e.version >= minVersion {
+			if s.current(e, now) {
+				s.counters.hits.Add(1)
+				if due {
+					s.touches.schedule(k)
+				}
+				return e, true, nil
 			}
-			return e, true, nil
+			s.counters.revalidations.Add(1) // older than MaxStale: read again
 		}
 	}
 	s.counters.misses.Add(1)
@@ -67,7 +71,7 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 // query. It lives no longer than its tombstone's row, so it can never hide
 // a session written again after the tombstone was purged.
 func (s *Store) fresh(e entry, minVersion int64, now time.Time) bool {
-	return e.version >= minVersion && s.cache.alive(e, now)
+	return e.version >= minVersion && s.cache.alive(e, now) && s.current(e, now)
 }
 
 // load reads k from the database and fills the cache with it: a live row

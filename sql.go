@@ -56,6 +56,7 @@ type writeShape struct {
 	users  bool // Config.UserKey: user_id is written, and a change of it is refused (userChanged)
 	client bool // Config.RecordClient: client_ip and user_agent are written
 	abs    bool // Config.AbsoluteTimeout: an expired row is not written again (ErrDeleted)
+	quiet  bool // CoherenceRevocations: upserts send no notification; deletes still do
 }
 
 // userChanged is the version a write returns when it was refused because
@@ -124,14 +125,14 @@ func newQueries(schema, table string, f writeShape) queries {
 		// the row's remaining lifetime; no row when it met a tombstone,
 		// version userChanged when it met the row live with another user.
 		upsert: `WITH w AS (` + upsertRow(t, `true`, f) + `)
-			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)` +
+			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f) +
 			ifUsers(f, `
 			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`, f)+`) r`),
 		// The same, unless another transaction holds the row: then it
 		// returns version -1 and writes nothing.
 		upsertSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
 			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy)`, f) + `)
-			SELECT w.version, w.remaining FROM w, pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)
+			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f) + `
 			UNION ALL SELECT -1, 0 FROM busy` +
 			ifUsers(f, `
 			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1 AND NOT EXISTS (SELECT FROM busy)`, f)+`) r`),
@@ -212,6 +213,19 @@ func logoutSQL(t, user, where string) string {
 			FROM (SELECT key_hash, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM d) x
 			GROUP BY chunk)
 		SELECT d.key_hash FROM d, (SELECT count(*) FROM n) c`
+}
+
+// upsertNotify is the notification of a single upsert ($5 channel, $6
+// payload prefix), joined to its row w. Quiet (CoherenceRevocations), it
+// sends none: other instances learn of the new version from the client's
+// cookie, or re-read their copy after MaxStale. $5 and $6 are then still
+// referenced, so that every shape takes the same parameters (PostgreSQL
+// cannot type a parameter that no statement uses).
+func upsertNotify(f writeShape) string {
+	if f.quiet {
+		return `(SELECT $5::text, $6::text) quiet`
+	}
+	return `pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)`
 }
 
 // ifUsers is sql with users, else nothing.
@@ -316,9 +330,13 @@ func tombstone(t, where string) string {
 // version written and the remaining lifetime; version 0 for a delete, -1
 // for a skipped row and userChanged for a row live with another user. A
 // key with no row was an upsert that met a tombstone, or a delete of
-// nothing.
+// nothing. Quiet (CoherenceRevocations), only the deletes are notified.
 func batchSQL(t string, f writeShape) string {
 	next := newExpiry(`now() + u.us * interval '1 microsecond'`, `o.created_at`, `$11::bigint`)
+	notified := `a`
+	if f.quiet {
+		notified = `(SELECT key_hash, 0 AS version FROM ts) d`
+	}
 	return `WITH u AS (
 			SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[], $8::text[], $9::text[], $10::text[])
 				AS u(key_hash, data, us, lag, user_id, client_ip, user_agent)),
@@ -336,7 +354,7 @@ func batchSQL(t string, f writeShape) string {
 			UNION ALL SELECT key_hash, 0, 0 FROM ts),
 		n AS (
 			SELECT pg_notify($6, $7 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
-			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM a) x
+			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM ` + notified + `) x
 			GROUP BY chunk)
 		SELECT a.key_hash, a.version, a.remaining FROM a, (SELECT count(*) FROM n) c
 		UNION ALL SELECT key_hash, -1, 0 FROM busy` + ifUsers(f, `

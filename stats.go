@@ -35,6 +35,7 @@ type Stats struct {
 	Listener           ListenerState // the listener's state now: ListenerUp only while it heard a probe of its own within ListenLease
 	ProbeErrors        int64         // probes (notifications to itself, every ListenLease/4) that could not be sent
 	NotifyQueueUsage   float64       // pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full
+	Revalidations      int64         // Gets whose cached copy was older than MaxStale, so read again from the database (CoherenceRevocations; counted in CacheMisses too)
 
 	// Idle entries and expired rows.
 	Scavenged    int64 // cache entries evicted for being idle longer than MaxIdle (or expired)
@@ -82,7 +83,7 @@ func (st *Stats) UnmarshalJSON(b []byte) error {
 type counters struct {
 	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors, revocations atomic.Int64
 
-	notifications, evictions, badNotifications, reconnects, drops, probeErrors atomic.Int64
+	notifications, evictions, badNotifications, reconnects, drops, probeErrors, revalidations atomic.Int64
 
 	scavenged, scavengeRuns, purgeRuns, rowsPurged, purgeSkipped atomic.Int64
 
@@ -115,6 +116,7 @@ func (s *Store) Stats() Stats {
 		ListenerReconnects: c.reconnects.Load(),
 		CacheDrops:         c.drops.Load(),
 		ProbeErrors:        c.probeErrors.Load(),
+		Revalidations:      c.revalidations.Load(),
 
 		Scavenged:    c.scavenged.Load(),
 		PurgeRuns:    c.purgeRuns.Load(),

@@ -255,10 +255,13 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 	now := s.now()
 
 	// A Save that shortens the lifetime (a smaller MaxAge) is a full write:
-	// the row must expire sooner, and other instances must hear of it.
+	// the row must expire sooner, and other instances must hear of it
+	// (under CoherenceRevocations, within MaxStale). An entry older than
+	// MaxStale (CoherenceRevocations) is not trusted to skip the write: the
+	// refresh, which checks the version, validates it.
 	if e, ok := s.cache.peek(k); ok && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
 		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime)) {
-		if e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime))) {
+		if s.current(e, now) && (e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime)))) {
 			s.cache.touch(k, e.version, now)
 			s.counters.skipped.Add(1)
 			return s.setCookie(w, session, opts, tok, e.version)

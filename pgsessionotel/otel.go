@@ -153,6 +153,9 @@ var instruments = []instrument{
 	{field: "NotifyQueueUsage", name: "pgsession.notify_queue.utilization", unit: "1", kind: floatGauge,
 		desc: "pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full.",
 		f:    func(st pgsession.Stats) float64 { return st.NotifyQueueUsage }},
+	{field: "Revalidations", name: "pgsession.revalidations", unit: "{revalidation}", kind: intCounter,
+		desc: "Gets whose cached copy was older than MaxStale, so read again from the database (CoherenceRevocations).",
+		i:    func(st pgsession.Stats) int64 { return st.Revalidations }},
 
 	// Idle entries and expired rows.
 	{field: "Scavenged", name: "pgsession.scavenged_entries", unit: "{entry}", kind: intCounter,

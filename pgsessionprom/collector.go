@@ -88,6 +88,8 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.ProbeErrors) }},
 	{"NotifyQueueUsage", "pgsession_notify_queue_usage_ratio", "pg_notification_queue_usage() at the last probe: the cluster's NOTIFY queue, 0 to 1; writes fail when it is full.", gauge,
 		func(st pgsession.Stats) float64 { return st.NotifyQueueUsage }},
+	{"Revalidations", "pgsession_revalidations_total", "Gets whose cached copy was older than MaxStale, so read again from the database (CoherenceRevocations).", counter,
+		func(st pgsession.Stats) float64 { return float64(st.Revalidations) }},
 
 	// Idle entries and expired rows.
 	{"Scavenged", "pgsession_scavenged_total", "Cache entries evicted for being idle longer than MaxIdle (or expired).", counter,
