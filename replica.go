@@ -260,6 +260,13 @@ func (r *replica) sample(ctx context.Context) {
 		r.log.Info("pgsession: the primary's WAL position can be read again; replica reads resume")
 	}
 
+	r.record(closed, lsn)
+}
+
+// record makes lsn, read after batch closed was closed, what the
+// invalidations of that batch and earlier ones require, and forgets what
+// every trusted answer reaches anyway.
+func (r *replica) record(closed, lsn uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, b := range r.pending {
@@ -272,7 +279,6 @@ func (r *replica) sample(ctx context.Context) {
 		r.allPending = false
 		r.allLSN = max(r.allLSN, lsn)
 	}
-	// Forget what every standby answer that is trusted must reach anyway.
 	for k, req := range r.required {
 		if req <= r.replayed {
 			r.floor = max(r.floor, req)
