@@ -53,7 +53,11 @@ import (
 // invalidation of everything.
 
 // DefaultReplicaSampleInterval is how often a store with a ReadPool reads
-// the primary's WAL position.
+// the primary's WAL insert position. A live row read from the standby is
+// used only once the standby has replayed past a position sampled after
+// the last invalidation of that session (or of everything) this store
+// heard: so after a session changes, its misses here read the primary for
+// up to this interval plus the standby's lag.
 const DefaultReplicaSampleInterval = 250 * time.Millisecond
 
 // maxRememberedKeys bounds the invalidated keys a replica guard remembers
