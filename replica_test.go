@@ -123,8 +123,9 @@ func (p *replicaPair) pauseReplay(t testing.TB) (resume func()) {
 }
 
 // stores returns instance A, on the primary alone, and instance B, whose
-// misses read the standby, on one fresh table. B's notifications from
-// others are applied only while hold is not locked.
+// misses read the standby, on one table (a fresh one unless cfg names
+// it), once the standby has the table. B's notifications from others are
+// applied only while hold is not locked.
 func (p *replicaPair) stores(t *testing.T, cfg pgsession.Config, hold *sync.RWMutex) (a, b *pgsession.Store) {
 	t.Helper()
 	cfg.KeyPairs = [][]byte{hashKey, blockKey}
@@ -132,15 +133,23 @@ func (p *replicaPair) stores(t *testing.T, cfg pgsession.Config, hold *sync.RWMu
 		cfg.Table = tableName(t)
 	}
 	a = newStore(t, smallPool(t, p.primary.URL()), cfg)
-	bcfg := cfg
-	bcfg.ReadPool = smallPool(t, p.standby.URL())
-	bcfg = pgsession.WithReplicaSample(bcfg, 10*time.Millisecond)
-	if hold != nil {
-		bcfg = pgsession.WithHandoff(bcfg, 0, func() { hold.RLock(); hold.RUnlock() })
-	}
-	b = newStore(t, smallPool(t, p.primary.URL()), bcfg)
+	b = p.replicaStore(t, cfg, hold)
 	p.caughtUp(t) // the table exists on the standby
 	return a, b
+}
+
+// replicaStore returns an instance whose misses read the standby, on
+// cfg's table, sampling every 10 ms. Its notifications from others are
+// applied only while hold (if not nil) is not locked.
+func (p *replicaPair) replicaStore(t *testing.T, cfg pgsession.Config, hold *sync.RWMutex) *pgsession.Store {
+	t.Helper()
+	cfg.KeyPairs = [][]byte{hashKey, blockKey}
+	cfg.ReadPool = smallPool(t, p.standby.URL())
+	cfg = pgsession.WithReplicaSample(cfg, 10*time.Millisecond)
+	if hold != nil {
+		cfg = pgsession.WithHandoff(cfg, 0, func() { hold.RLock(); hold.RUnlock() })
+	}
+	return newStore(t, smallPool(t, p.primary.URL()), cfg)
 }
 
 // TestReplica runs the read-replica tests against one primary and its
@@ -245,6 +254,59 @@ func TestReplica(t *testing.T) {
 		p.caughtUp(t)
 		if got := get(t, b, c); !got.IsNew {
 			t.Fatalf("after replay: %v", got.Values)
+		}
+	})
+
+	// A logout on A while the standby lags, then an instance that starts
+	// after it: it never heard of the logout, so only its start-up counts
+	// as an invalidation of everything.
+	t.Run("FreshInstanceAfterLogout", func(t *testing.T) {
+		table := tableName(t)
+		a, _ := p.stores(t, pgsession.Config{Table: table}, nil)
+		_, c := login(t, a, map[any]any{"user": "cy"})
+		p.caughtUp(t)
+		p.pauseReplay(t)
+		logout(t, a, c)
+		b := p.replicaStore(t, pgsession.Config{Table: table}, nil)
+		waitFor(t, "B's first WAL sample", func() bool { return pgsession.ReplicaSamples(b) > 0 })
+		before := b.Stats()
+		got := get(t, b, c)
+		after := b.Stats()
+		if !got.IsNew {
+			t.Fatalf("a new instance resurrected a session logged out before it started: %v", got.Values)
+		}
+		if after.ReplicaFallbacks != before.ReplicaFallbacks+1 {
+			t.Fatalf("fallbacks %d->%d, want one", before.ReplicaFallbacks, after.ReplicaFallbacks)
+		}
+	})
+
+	// B's listener loses its connection; a logout on A while it is down
+	// never reaches B. B reconnects and drops its cache: the drop, not a
+	// key it heard, must keep the lagging standby's live row out.
+	t.Run("ReconnectDropRefusesTheStandby", func(t *testing.T) {
+		a, b := p.stores(t, pgsession.Config{}, nil)
+		_, c := login(t, a, map[any]any{"user": "dee"})
+		p.caughtUp(t)
+		get(t, b, c)
+		p.pauseReplay(t)
+		var killed bool
+		err := p.admin.QueryRow(context.Background(),
+			"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+			"pgsession listener "+pgsession.Origin(b)).Scan(&killed)
+		if err != nil || !killed {
+			t.Fatalf("terminate B's listener: %v %v", killed, err)
+		}
+		waitFor(t, "B's listener to go down", func() bool { return b.Stats().Listener == pgsession.ListenerDown })
+		logout(t, a, c)
+		if st := b.Stats(); st.Listener != pgsession.ListenerDown {
+			t.Fatalf("B's listener came back before the logout returned (%v): the logout may have reached it, so this test would not test the drop", st.Listener)
+		}
+		waitFor(t, "B's listener to come back", func() bool {
+			st := b.Stats()
+			return st.Listener == pgsession.ListenerUp && st.ListenerReconnects >= 1
+		})
+		if got := get(t, b, c); !got.IsNew {
+			t.Fatalf("B resurrected, after a reconnect, a session logged out while its listener was down: %v", got.Values)
 		}
 	})
 
