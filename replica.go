@@ -60,6 +60,12 @@ import (
 // up to this interval plus the standby's lag.
 const DefaultReplicaSampleInterval = 250 * time.Millisecond
 
+// replicaReadTimeout bounds a read of the ReadPool: a standby that hangs
+// is read around (Stats.ReplicaErrors) rather than holding up every miss
+// until the request's own deadline. A one-row read by primary key takes
+// milliseconds.
+const replicaReadTimeout = time.Second
+
 // maxRememberedKeys bounds the invalidated keys a replica guard remembers
 // (about 100 bytes each).
 const maxRememberedKeys = 16384
@@ -356,6 +362,8 @@ type replicaRow struct {
 // takes its own snapshot, whatever default_transaction_isolation says),
 // sent as one batch: one round trip.
 func (r *replica) read(ctx context.Context, load string, k keyHash) (row replicaRow, err error) {
+	ctx, cancel := context.WithTimeout(ctx, replicaReadTimeout)
+	defer cancel()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY`)
 	b.Queue(`SELECT pg_last_wal_replay_lsn()::text`)
