@@ -25,10 +25,11 @@ import (
 //   - The client has seen more than the standby has replayed: a row older
 //     than the cookie's version, or no row at all for a cookie that has a
 //     version (a login, or a refresh of the expiry, not replayed yet).
-//     The cookie tells; see Store.load.
+//     The cookie tells; see Store.readReplica.
 //   - This instance heard that the session changed or was logged out (or
 //     dropped its whole cache: Clear, a reconnect of the listener, a
-//     hand-off overflow), and the standby has not replayed that commit yet.
+//     hand-off overflow; or started, deaf to what came before), and the
+//     standby has not replayed that commit yet.
 //     The cookie cannot tell: a logged-out client still holds its old
 //     cookie, and the lagging standby still holds the live row, which the
 //     cache would then keep. WAL positions tell, as follows.
