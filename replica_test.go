@@ -64,15 +64,16 @@ func startReplicaPair(t *testing.T) *replicaPair {
 	return p
 }
 
-// smallPool returns a pool of at most 4 connections to url, closed at
-// cleanup.
+// smallPool returns a pool of at most 2 connections (and a listener's,
+// hijacked) to url, closed at cleanup: the local server's connections are
+// shared with other test runs.
 func smallPool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.MaxConns = 4
+	cfg.MaxConns = 2
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -353,8 +354,8 @@ func TestReplica(t *testing.T) {
 func TestReadPoolNil(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	a := newStore(t, newPool(t, testDB.url), cfg)
-	b := newStore(t, newPool(t, testDB.url), cfg)
+	a := newStore(t, smallPool(t, testDB.url), cfg)
+	b := newStore(t, smallPool(t, testDB.url), cfg)
 	_, c := login(t, a, map[any]any{"n": 1})
 	if got := get(t, b, c).Values["n"]; got != 1 {
 		t.Fatalf("B read n=%v", got)
@@ -370,10 +371,10 @@ func TestReadPoolNil(t *testing.T) {
 func TestReadPoolPrimary(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	a := newStore(t, newPool(t, testDB.url), cfg)
+	a := newStore(t, smallPool(t, testDB.url), cfg)
 	bcfg := pgsession.WithReplicaSample(cfg, 10*time.Millisecond)
-	bcfg.ReadPool = newPool(t, testDB.url)
-	b := newStore(t, newPool(t, testDB.url), bcfg)
+	bcfg.ReadPool = smallPool(t, testDB.url)
+	b := newStore(t, smallPool(t, testDB.url), bcfg)
 	_, c := login(t, a, map[any]any{"n": 1})
 	if got := get(t, b, c).Values["n"]; got != 1 {
 		t.Fatalf("B read n=%v", got)
@@ -389,12 +390,12 @@ func TestReadPoolErrors(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	logs := &logCounter{}
-	a := newStore(t, newPool(t, testDB.url), cfg)
+	a := newStore(t, smallPool(t, testDB.url), cfg)
 	bcfg := pgsession.WithReplicaSample(cfg, 10*time.Millisecond)
 	bcfg.Logger = slog.New(logs)
 	// Nothing listens on a port just freed.
 	bcfg.ReadPool = newPool(t, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", freePort(t)))
-	b := newStore(t, newPool(t, testDB.url), bcfg)
+	b := newStore(t, smallPool(t, testDB.url), bcfg)
 	for i := range 3 {
 		_, c := login(t, a, map[any]any{"n": i})
 		if got := get(t, b, c).Values["n"]; got != i {
