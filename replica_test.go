@@ -82,13 +82,20 @@ func smallPool(t testing.TB, url string) *pgxpool.Pool {
 	return pool
 }
 
-// caughtUp waits until the standby has replayed everything the primary
-// had flushed when it was called.
+// caughtUp waits until the standby has replayed all the WAL the primary
+// had inserted when it was called. Some records are inserted without a
+// flush (the commit of a transaction that wrote nothing else, such as a
+// probe's pg_notify, is asynchronous); the commit of a write flushes
+// everything before it.
 func (p *replicaPair) caughtUp(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
 	var lsn string
-	if err := p.admin.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&lsn); err != nil {
+	_, err := p.admin.Exec(ctx, "CREATE TABLE IF NOT EXISTS flush_wal (n int); INSERT INTO flush_wal VALUES (1)")
+	if err == nil {
+		err = p.admin.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&lsn)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the standby to replay "+lsn, func() bool {
@@ -308,6 +315,31 @@ func TestReplica(t *testing.T) {
 		})
 		if got := get(t, b, c); !got.IsNew {
 			t.Fatalf("B resurrected, after a reconnect, a session logged out while its listener was down: %v", got.Values)
+		}
+	})
+
+	// Under repeatable read, the standby's row shares a snapshot with the
+	// replay position, taken before it: the row may predate the position,
+	// so it is never trusted, and the log says why, once.
+	t.Run("RepeatableReadIsNotTrusted", func(t *testing.T) {
+		table := tableName(t)
+		a, _ := p.stores(t, pgsession.Config{Table: table}, nil)
+		_, c := login(t, a, map[any]any{"n": 3})
+		logs := &logCounter{}
+		cfg := pgsession.Config{Table: table, Logger: slog.New(logs), KeyPairs: [][]byte{hashKey, blockKey}}
+		cfg.ReadPool = smallPool(t, p.standby.URL()+"&default_transaction_isolation=repeatable%20read")
+		b := newStore(t, smallPool(t, p.primary.URL()), pgsession.WithReplicaSample(cfg, 10*time.Millisecond))
+		waitFor(t, "B's first WAL sample", func() bool { return pgsession.ReplicaSamples(b) > 0 })
+		p.caughtUp(t) // past B's start-up sample: read committed would trust the standby now
+		if got := get(t, b, c).Values["n"]; got != 3 {
+			t.Fatalf("B read n=%v", got)
+		}
+		st := b.Stats()
+		if st.ReplicaReads != 0 || st.ReplicaFallbacks != 1 {
+			t.Fatalf("replica reads %d, fallbacks %d: a repeatable-read standby answer was trusted", st.ReplicaReads, st.ReplicaFallbacks)
+		}
+		if n := logs.count(slog.LevelWarn, "read committed"); n != 1 {
+			t.Fatalf("%d warnings about the isolation level, want 1", n)
 		}
 	})
 
