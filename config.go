@@ -275,13 +275,15 @@ type Config struct {
 	// ReadPool, when set, serves cache misses from a read replica: a
 	// physical streaming standby of the primary that pool connects to
 	// (not a logical replica, not another cluster). Its answer is used
-	// only when it cannot be stale for this client: a row older than the
-	// client's cookie, no row for a cookie that has a version (a login or
-	// a refresh of the expiry not replayed yet), a live row that a logout
-	// or write this instance heard of may have superseded (WAL positions
-	// tell: see DefaultReplicaSampleInterval), or any answer while the
-	// listener is down, and the primary is read instead. It needs the
-	// cache (CacheSize >= 0). A failing ReadPool is read around and
+	// only when replication lag cannot show in it; the primary is read
+	// instead for a row older than the client's cookie, for no row when
+	// the cookie has a version (a login or a refresh of the expiry not
+	// replayed yet), for a live row that a logout or write this instance
+	// heard of may have superseded (WAL positions tell: see
+	// DefaultReplicaSampleInterval), and while the listener is down. It
+	// needs the cache (CacheSize >= 0), and read committed sessions (the
+	// default; under repeatable read live rows are never trusted). A
+	// ReadPool that fails, or takes over a second, is read around and
 	// logged once per outage. The pool stays the caller's: Close does not
 	// close it. Default nil: every miss reads the primary.
 	ReadPool *pgxpool.Pool
