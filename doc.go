@@ -72,6 +72,16 @@
 // served an older version for at most Config.MaxStale, after which a
 // cached copy is read again.
 //
+// # Read replicas
+//
+// With Config.ReadPool, cache misses read a physical streaming standby of
+// the primary. Its answer is used only when replication lag cannot show in
+// it: a row older than the client's cookie, no row for a cookie that has a
+// version, or a live row that a logout or write this instance heard of may
+// have superseded (the standby's replay position is compared with the
+// primary's WAL position, sampled every DefaultReplicaSampleInterval) is
+// read again from the primary.
+//
 // # Idle entries and expired rows
 //
 // Idle entries leave the cache after Config.MaxIdle, checked every

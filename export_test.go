@@ -148,3 +148,14 @@ func SessionsSQL(s *Store) string { return s.sql.sessions }
 
 // NotifyFunction returns the quoted name of the table's trigger function.
 func NotifyFunction(table string) string { return newDDLNames("", table, "").function }
+
+// WithReplicaSample returns cfg whose ReadPool guard samples the primary's
+// WAL position every d.
+func WithReplicaSample(cfg Config, d time.Duration) Config {
+	cfg.knobs.replicaSample = d
+	return cfg
+}
+
+// ReplicaSamples returns how many WAL positions s's ReadPool guard has
+// sampled.
+func ReplicaSamples(s *Store) int64 { return s.replica.samples.Load() }

@@ -34,6 +34,7 @@ type Store struct {
 	purger   *purger    // nil when automatic purging is off
 	commits  *committer // nil when batching is off (MaxBatch 1)
 	touches  *toucher   // nil without IdleTimeout
+	replica  *replica   // nil without ReadPool
 
 	touchEvery int64 // cache-clock ns between touches of one session (IdleTimeout); 0: none
 
@@ -83,6 +84,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		purgeBatchSize: defaultPurgeBatch,
 	}
 	s.prefix = payloadPrefix(s.origin)
+	s.replica = newReplica(cfg, pool, s.cache, &s.counters)
 	if cfg.MaxBatch > 1 {
 		s.commits = &committer{s: s, max: cfg.MaxBatch}
 	}
@@ -133,6 +135,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
 			s.wg.Go(func() { sc.run(bg) })
 		}
+	}
+	if s.replica != nil {
+		s.wg.Go(func() { s.replica.run(bg) })
 	}
 	if cfg.IdleTimeout > 0 {
 		s.touches = newToucher(s)
