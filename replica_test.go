@@ -300,7 +300,7 @@ func TestReplica(t *testing.T) {
 		var killed bool
 		err := p.admin.QueryRow(context.Background(),
 			"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-			"pgsession listener "+pgsession.Origin(b)).Scan(&killed)
+			pgsession.ListenerName(b)).Scan(&killed)
 		if err != nil || !killed {
 			t.Fatalf("terminate B's listener: %v %v", killed, err)
 		}
