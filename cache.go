@@ -62,6 +62,14 @@ type cache struct {
 	turn     atomic.Uint64 // the stripe shrink evicts from next
 	stripes  []stripe
 	mask     uint64
+	watch    watcher // when set, told of invalidations before they apply (Config.ReadPool); set before use
+}
+
+// watcher is told of every invalidation of one key, and of every drop of
+// the whole cache, before it is applied.
+type watcher interface {
+	invalidated(k keyHash)
+	dropped()
 }
 
 type stripe struct {
@@ -353,6 +361,9 @@ func (c *cache) invalidate(k keyHash, version int64) bool {
 	if c == nil {
 		return false
 	}
+	if c.watch != nil {
+		c.watch.invalidated(k)
+	}
 	if version == 0 {
 		version = deleteVersion
 	}
@@ -402,6 +413,9 @@ func (c *cache) scavenge(cutoff, now time.Time) int {
 func (c *cache) drop() {
 	if c == nil {
 		return
+	}
+	if c.watch != nil {
+		c.watch.dropped()
 	}
 	for i := range c.stripes {
 		c.stripes[i].mu.Lock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Defaults used for the zero value of the matching Config field.
@@ -167,8 +168,10 @@ type Config struct {
 	// (ErrInvalidConfig) when it is not Config.Channel.
 	Channel string
 
-	// ListenConnString, when set, is used to open the store's one dedicated
-	// listening connection instead of taking one from the pool. Set it when
+	// ListenConnString, when set, is used to open the store's dedicated
+	// listening connection instead of taking one from the pool. Stores of
+	// one process with the same pool and ListenConnString share that
+	// connection, whatever their tables. Set it when
 	// the pool goes through PgBouncer in transaction or statement mode,
 	// where LISTEN does not work: point it at PostgreSQL directly (or at a
 	// session-mode pool), on the primary.
@@ -287,6 +290,22 @@ type Config struct {
 	// error.
 	MaxStale time.Duration
 
+	// ReadPool, when set, serves cache misses from a read replica: a
+	// physical streaming standby of the primary that pool connects to
+	// (not a logical replica, not another cluster). Its answer is used
+	// only when replication lag cannot show in it; the primary is read
+	// instead for a row older than the client's cookie, for no row when
+	// the cookie has a version (a login or a refresh of the expiry not
+	// replayed yet), for a live row that a logout or write this instance
+	// heard of may have superseded (WAL positions tell: see
+	// DefaultReplicaSampleInterval), and while the listener is down. It
+	// needs the cache (CacheSize >= 0), and read committed sessions (the
+	// default; under repeatable read live rows are never trusted). A
+	// ReadPool that fails, or takes over a second, is read around and
+	// logged once per outage. The pool stays the caller's: Close does not
+	// close it. Default nil: every miss reads the primary.
+	ReadPool *pgxpool.Pool
+
 	knobs knobs // set only by this package's tests
 }
 
@@ -295,6 +314,8 @@ type Config struct {
 type knobs struct {
 	handoff   int    // the listener's hand-off buffer; 0: defaultHandoff
 	applyHook func() // run before each notification is applied
+
+	replicaSample time.Duration // the ReadPool guard's sampling interval; 0: DefaultReplicaSampleInterval
 }
 
 // withDefaults returns a copy of c with defaults applied, or an error
@@ -440,6 +461,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.PurgeInterval = DefaultPurgeInterval
 	case c.PurgeInterval > 0 && c.PurgeInterval < minInterval:
 		return c, fmt.Errorf("%w: PurgeInterval %v is shorter than %v (negative disables purging)", ErrInvalidConfig, c.PurgeInterval, minInterval)
+	}
+	if c.ReadPool != nil && c.CacheSize < 0 {
+		return c, fmt.Errorf("%w: ReadPool needs the cache (CacheSize %d disables it): replica reads are checked against the invalidations its listener hears", ErrInvalidConfig, c.CacheSize)
 	}
 	if c.ListenConnString != "" {
 		if _, err := pgx.ParseConfig(c.ListenConnString); err != nil {

@@ -52,8 +52,9 @@
 // # Several instances
 //
 // Every write sends, in its own transaction, a pg_notify naming the
-// session's key hash and new version; each Store LISTENs on one dedicated
-// connection and evicts older copies. Changes made to the table by plain
+// session's key hash and new version; each Store LISTENs, on one dedicated
+// connection shared by the process's Stores on the same pool, and evicts
+// older copies. Changes made to the table by plain
 // SQL (an admin's DELETE, a migration's UPDATE, TRUNCATE) are notified by
 // the table's triggers. The cache serves only while the listener has
 // heard, within Config.ListenLease, a probe the store sent itself through
@@ -70,6 +71,16 @@
 // milliseconds, and another client, holding an older cookie, may be
 // served an older version for at most Config.MaxStale, after which a
 // cached copy is read again.
+//
+// # Read replicas
+//
+// With Config.ReadPool, cache misses read a physical streaming standby of
+// the primary. Its answer is used only when replication lag cannot show in
+// it: a row older than the client's cookie, no row for a cookie that has a
+// version, or a live row that a logout or write this instance heard of may
+// have superseded (the standby's replay position is compared with the
+// primary's WAL position, sampled every DefaultReplicaSampleInterval) is
+// read again from the primary.
 //
 // # Idle entries and expired rows
 //

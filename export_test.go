@@ -40,9 +40,12 @@ func Cached(s *Store, id string) (int64, bool) {
 	return e.version, true
 }
 
-// Origin returns the id the store puts in its notifications; its listener's
-// application_name is "pgsession listener " + Origin.
+// Origin returns the id the store puts in its notifications.
 func Origin(s *Store) string { return s.origin }
+
+// ListenerName returns the application_name of the connection the store's
+// listener shares with the other Stores of the process on its pool.
+func ListenerName(s *Store) string { return s.listener.hub.applicationName() }
 
 // Channel returns the store's notification channel.
 func Channel(s *Store) string { return s.cfg.Channel }
@@ -145,3 +148,14 @@ func SessionsSQL(s *Store) string { return s.sql.sessions }
 
 // NotifyFunction returns the quoted name of the table's trigger function.
 func NotifyFunction(table string) string { return newDDLNames("", table, "").function }
+
+// WithReplicaSample returns cfg whose ReadPool guard samples the primary's
+// WAL position every d.
+func WithReplicaSample(cfg Config, d time.Duration) Config {
+	cfg.knobs.replicaSample = d
+	return cfg
+}
+
+// ReplicaSamples returns how many WAL positions s's ReadPool guard has
+// sampled.
+func ReplicaSamples(s *Store) int64 { return s.replica.samples.Load() }

@@ -2,20 +2,15 @@ package pgsession
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -73,10 +68,12 @@ const defaultHandoff = 4096
 // listener to hear the store's first probe.
 const verifyTimeout = 5 * time.Second
 
-// listener keeps one dedicated connection LISTENing on the store's channel
-// and applies the invalidations that arrive to the cache. It knows nothing
-// of the Store: it is given the cache, the counters, a logger, a function
-// that opens a connection and one that sends a notification the way the
+// listener serves one Store: it applies the invalidations that arrive on
+// the store's channel to its cache, and proves that the path from the
+// store's pool to the listening connection works. The connection itself is
+// its hub's (hub.go), shared with the other Stores of the process on the
+// same pool. It knows nothing of the Store: it is given the cache, the
+// counters, a logger and a function that sends a notification the way the
 // store's writes do. Its states:
 //
 //   - UP: notifications evict entries older than the notified version. The
@@ -87,15 +84,15 @@ const verifyTimeout = 5 * time.Second
 //     (PgBouncer in transaction mode, another database, another channel)
 //     never serves. A listener that proves the connection alive but hears
 //     nothing is not enough.
-//   - DOWN, on any error: reads bypass the cache at once. Reconnect with
-//     backoff, LISTEN, hear a probe, then drop the whole cache
-//     (notifications sent while down are lost), then UP.
+//   - DOWN, on any error: reads bypass the cache at once. The hub
+//     reconnects with backoff and LISTENs; the listener probes at once, and
+//     when it hears a probe sent after the LISTEN took effect it drops the
+//     whole cache (notifications sent while down are lost), then is UP.
 type listener struct {
 	channel  string
 	origin   string // this store's id: its own writes' echoes carry it
 	lease    time.Duration
-	wait     time.Duration                            // quiet time before a ping
-	connect  func(context.Context) (*pgx.Conn, error) // opens a connection of the listener's own
+	wait     time.Duration // quiet time before a ping
 	send     func(ctx context.Context, channel, payload string) (queueUsage float64, err error)
 	cache    *cache
 	counters *counters
@@ -108,12 +105,22 @@ type listener struct {
 	downTotal atomic.Int64 // ns spent DOWN in finished outages
 	base      time.Time    // origin of the monotonic ns above
 
-	handoff chan string // payloads from the read loop to apply
+	hub *hub // the shared connection; set by joinHub
 
-	ownPrefix   string                   // what this store's own notifications start with
-	probePrefix string                   // what this listener's own probes start with
-	conn        atomic.Pointer[net.Conn] // the connection serve reads, for hangUp
-	queueUsage  atomic.Uint64            // float64 bits: pg_notification_queue_usage() at the last probe
+	mu         sync.Mutex    // protects the fields below, and the state's changes to UP
+	listenedAt int64         // mono ns the hub's LISTEN on the channel took effect on its current connection; 0: not listening
+	gen        uint64        // the hub connection that LISTEN is on
+	everUp     bool          // the listener was UP before: the next UP follows an outage
+	upOnce     chan struct{} // closed at the first UP
+	stopped    bool          // stop ran: handoff is closed
+
+	kick    chan struct{} // asks the prober for a probe now
+	heard   chan struct{} // signalled by listening, for start
+	handoff chan string   // payloads from the read loop to apply
+
+	ownPrefix   string        // what this store's own notifications start with
+	probePrefix string        // what this listener's own probes start with
+	queueUsage  atomic.Uint64 // float64 bits: pg_notification_queue_usage() at the last probe
 
 	echoes echoes // deletes waiting to hear their own notification
 
@@ -188,7 +195,6 @@ func (e *echoes) heard(k keyHash) {
 type listenerConfig struct {
 	channel, origin string
 	lease           time.Duration
-	connect         func(context.Context) (*pgx.Conn, error)
 	send            func(ctx context.Context, channel, payload string) (queueUsage float64, err error)
 	cache           *cache
 	counters        *counters
@@ -206,7 +212,6 @@ func newListener(c listenerConfig) *listener {
 		origin:   c.origin,
 		lease:    c.lease,
 		wait:     c.lease / 4,
-		connect:  c.connect,
 		send:     c.send,
 		cache:    c.cache,
 		counters: c.counters,
@@ -214,6 +219,9 @@ func newListener(c listenerConfig) *listener {
 		hook:     c.hook,
 		base:     time.Now(),
 		handoff:  make(chan string, c.handoff),
+		kick:     make(chan struct{}, 1),
+		heard:    make(chan struct{}, 1),
+		upOnce:   make(chan struct{}),
 	}
 	l.ownPrefix = payloadPrefix(c.origin)
 	l.probePrefix = l.ownPrefix + probeKey + ":"
@@ -232,7 +240,9 @@ func (l *listener) alive() bool {
 }
 
 // proofAt records a probe sent at mono time sent as heard: the path from
-// the pool to the listener worked at that time.
+// the pool to the listener worked at that time. A probe sent after the
+// LISTEN took effect on the hub's current connection brings a DOWN
+// listener UP.
 func (l *listener) proofAt(sent int64) {
 	if sent > l.mono() {
 		return // not a time this listener sent
@@ -240,8 +250,15 @@ func (l *listener) proofAt(sent int64) {
 	for {
 		last := l.lastProof.Load()
 		if sent <= last || l.lastProof.CompareAndSwap(last, sent) {
-			return
+			break
 		}
+	}
+	if ListenerState(l.state.Load()) != ListenerUp {
+		l.mu.Lock()
+		if l.listenedAt > 0 && sent >= l.listenedAt && !l.stopped {
+			l.setUpLocked()
+		}
+		l.mu.Unlock()
 	}
 }
 
@@ -304,136 +321,104 @@ func (l *listener) setDown() {
 	}
 }
 
-// setUp marks a fresh connection, already LISTENing, as UP. Everything
-// cached before may have missed notifications, so the cache is dropped
-// first: LISTEN, then drop, then serve.
-func (l *listener) setUp(initial bool) {
-	if !initial {
+// setUpLocked marks the listener UP. After an outage everything cached
+// may have missed notifications, so the cache is dropped first: LISTEN,
+// hear a probe sent after it, drop, then serve.
+func (l *listener) setUpLocked() {
+	if l.everUp {
 		l.cache.drop()
 		l.counters.drops.Add(1)
+		l.counters.reconnects.Add(1)
 		l.downTotal.Add(l.mono() - l.downSince.Load())
 	}
 	l.state.Store(int32(ListenerUp))
+	if l.everUp {
+		l.outageEnds("listener reconnected, cache dropped")
+	} else {
+		l.everUp = true
+		close(l.upOnce)
+	}
 }
 
-// listen opens the dedicated connection, LISTENs on it, and makes sure it
-// hears a probe sent through the pool, within the lease and verifyTimeout.
-// On failure it removes its LISTEN and closes the connection.
-//
-// It first checks, on a channel of its own that nobody else uses, that the
-// connection hears the pool at all, and only then sets the session up and
-// LISTENs on the store's channel. Behind PgBouncer in transaction mode a
-// LISTEN (or SET) reaches a server connection that PgBouncer lends to
-// other clients, and an UNLISTEN may reach another one: so a connection
-// that cannot hear leaves behind at most a LISTEN on a channel that gets no
-// notifications but the one probe, and no settings.
-func (l *listener) listen(ctx context.Context) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.lease+2*verifyTimeout)
-	defer cancel()
-	cctx, ccancel := context.WithTimeout(ctx, l.lease)
-	defer ccancel()
-	conn, err := l.connect(cctx)
+// listening is called by the hub, under its lock, when its LISTEN on the
+// channel took effect on connection gen: a probe sent from now on proves
+// the listener. It asks the prober for one at once.
+func (l *listener) listening(gen uint64) {
+	l.mu.Lock()
+	l.listenedAt, l.gen = l.mono(), gen
+	l.mu.Unlock()
+	for _, c := range []chan struct{}{l.kick, l.heard} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// lost is called by the hub, under its lock, when its connection ended:
+// reads bypass the cache at once.
+func (l *listener) lost(err error, stopping bool) {
+	l.mu.Lock()
+	l.listenedAt = 0
+	l.setDown()
+	up := l.everUp
+	l.mu.Unlock()
+	if up && !stopping {
+		l.outageBegins("listener lost", "err", err)
+	}
+}
+
+// start joins the process's hub for pool and connString and waits until
+// the listener heard a probe of its own, within the lease and
+// verifyTimeout, or the hub's connection attempt failed. The prober and
+// the applier must be running. On failure the listener has left the hub.
+func (l *listener) start(ctx context.Context, pool *pgxpool.Pool, connString string) error {
+	h, err := joinHub(l, pool, connString)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	check := "pgsession_check_" + l.origin
-	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{check}.Sanitize()); err != nil {
-		closeConn(conn)
-		return nil, err
-	}
-	if err := l.verify(ctx, conn, check); err != nil {
-		closeConn(conn)
-		return nil, err
-	}
-	if err := l.prepare(cctx, conn, check); err != nil {
-		closeConn(conn)
-		return nil, err
-	}
-	if err := l.verify(ctx, conn, l.channel); err != nil {
-		unlisten(conn)
-		closeConn(conn)
-		return nil, err
-	}
-	return conn, nil
-}
-
-// verify sends a probe through the pool on channel and waits for conn to
-// hear it. Other notifications that arrive meanwhile are not applied: the
-// cache is empty (New) or dropped after this (a reconnect).
-func (l *listener) verify(ctx context.Context, conn *pgx.Conn, channel string) error {
-	ctx, cancel := context.WithTimeout(ctx, min(l.lease, verifyTimeout))
-	defer cancel()
-	start := l.mono()
-	if err := l.probeOn(ctx, channel); err != nil {
-		return fmt.Errorf("send a probe notification through the pool: %w", err)
-	}
+	failed, _ := h.failures()
+	bound := time.NewTimer(l.lease + 2*verifyTimeout)
+	defer bound.Stop()
+	var heard <-chan time.Time // runs once the channel is LISTENed
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			if pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("%w: a notification sent through the pool on channel %q did not reach the listening connection within %v. "+
-					"Likely causes: the pool goes through PgBouncer in transaction or statement mode and ListenConnString is not set "+
-					"(point it at PostgreSQL directly or at a session-mode pool); ListenConnString names another database or server "+
-					"than the pool; the listening connection is on a read-only standby", ErrNotHeard, l.channel, min(l.lease, verifyTimeout))
+		select {
+		case <-l.heard:
+			if heard == nil {
+				t := time.NewTimer(min(l.lease, verifyTimeout))
+				defer t.Stop()
+				heard = t.C
 			}
-			return err
-		}
-		if sent, ok := l.ownProbe(n.Payload); ok && sent >= start {
-			l.proofAt(sent)
+			continue
+		case <-l.upOnce:
 			return nil
-		}
-	}
-}
-
-// unlisten removes the connection's LISTEN, best effort: behind PgBouncer
-// in transaction mode it may reach another server connection than the one
-// that ran LISTEN, which keeps it until PgBouncer resets that connection.
-func unlisten(conn *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_, _ = conn.Exec(ctx, "UNLISTEN *")
-}
-
-func (l *listener) prepare(ctx context.Context, conn *pgx.Conn, check string) error {
-	if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{check}.Sanitize()); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", "pgsession listener "+l.origin); err != nil {
-		return err
-	}
-	// A listening session is idle by design: PostgreSQL 14+ would end it
-	// after idle_session_timeout. Older servers do not know the setting.
-	if _, err := conn.Exec(ctx, "SET idle_session_timeout = 0"); err != nil {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "42704" {
-			return err
-		}
-	}
-	_, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize())
-	return err
-}
-
-// listenConnector returns the function that opens the listener's
-// connection: from connString when set, else a connection taken from the
-// pool and hijacked. Hijacked, it is the listener's own: the pool will not
-// hand it to anyone else (who would inherit the LISTEN) nor close it at its
-// MaxConnLifetime.
-func listenConnector(pool *pgxpool.Pool, connString string) func(context.Context) (*pgx.Conn, error) {
-	if connString != "" {
-		return func(ctx context.Context) (*pgx.Conn, error) {
-			cc, err := pgx.ParseConfig(connString)
-			if err != nil {
-				return nil, fmt.Errorf("parse ListenConnString: %w", err)
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-failed:
+			err = h.lastError()
+		case <-heard:
+			err = notHeard(l.channel, min(l.lease, verifyTimeout))
+		case <-bound.C:
+			if err = h.lastError(); err == nil {
+				err = notHeard(l.channel, l.lease+2*verifyTimeout)
 			}
-			return pgx.ConnectConfig(ctx, cc)
 		}
+		h.leave(l)
+		return err
 	}
-	return func(ctx context.Context) (*pgx.Conn, error) {
-		pc, err := pool.Acquire(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return pc.Hijack(), nil
+}
+
+// stop leaves the hub and ends the applier. Nothing is applied after it.
+func (l *listener) stop() {
+	if l.hub != nil {
+		l.hub.leave(l)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.stopped = true
+		l.setDown()
+		close(l.handoff)
 	}
 }
 
@@ -453,104 +438,42 @@ func probeSender(pool *pgxpool.Pool) func(context.Context, string, string) (floa
 	}
 }
 
-func closeConn(conn *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = conn.Close(ctx)
-}
-
-// run keeps the listener connected until ctx ends. conn is the first
-// connection, made by New.
-func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
-	defer close(l.handoff)
-	backoff := backoffMin
-	for {
-		if conn != nil {
-			err := l.serve(ctx, conn)
-			l.setDown()
-			closeConn(conn)
-			conn = nil
-			if ctx.Err() != nil {
-				return
-			}
-			l.outageBegins("listener lost", "err", err)
-		}
-		// Full jitter over the upper half, so a fleet does not reconnect in step.
-		d := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d):
-		}
-		c, err := l.listen(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			backoff = min(2*backoff, backoffMax)
-			l.log.Debug("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
-			continue
-		}
-		conn, backoff = c, backoffMin
-		l.counters.reconnects.Add(1)
-		l.setUp(false)
-		l.outageEnds("listener reconnected, cache dropped")
-	}
-}
-
-// serve reads notifications from conn until it fails or ctx ends. It never
-// blocks on applying them.
-//
-// It waits without a context of its own, since a context with a deadline
-// costs a timer and a watching goroutine per notification, and every write
-// of this store is echoed here. The connection is closed under it instead:
-// when ctx ends, or by the prober when no probe came back within the lease
-// (a connection that died silently, or went deaf).
+// deliver takes one notification from the hub's reader; it never blocks.
 //
 // This store's own echoes are applied here, not handed off: they are most
 // of the traffic, cheap to apply, and order does not matter, since every
-// invalidation only evicts what is older than the version it names.
-func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
-	netConn := conn.PgConn().Conn()
-	l.conn.Store(&netConn)
-	defer l.conn.Store(nil)
-	stop := context.AfterFunc(ctx, func() { _ = netConn.Close() })
-	defer stop()
-	for {
-		n, err := conn.WaitForNotification(context.Background())
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
-		}
-		p := n.Payload
-		// This store's own echoes apply here; its probes go in order with
-		// the others' invalidations, so that a probe proves the listener
-		// alive only once everything heard before it is applied.
-		if strings.HasPrefix(p, l.ownPrefix) && !strings.HasPrefix(p, l.probePrefix) {
-			l.applyPayload(p)
-			continue
-		}
-		select {
-		case l.handoff <- p:
-		default:
-			// Better to forget everything than to miss one invalidation.
-			l.cache.drop()
-			l.counters.drops.Add(1)
-			l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
-			if sent, ok := l.ownProbe(p); ok {
-				l.proofAt(sent) // nothing is left to apply
-			}
-		}
+// invalidation only evicts what is older than the version it names. Its
+// probes go in order with the others' invalidations, so that a probe
+// proves the listener alive only once everything heard before it is
+// applied.
+func (l *listener) deliver(p string) {
+	if strings.HasPrefix(p, l.ownPrefix) && !strings.HasPrefix(p, l.probePrefix) {
+		l.applyPayload(p)
+		return
 	}
-}
-
-// hangUp closes the listening connection under serve, which then returns
-// and the listener reconnects.
-func (l *listener) hangUp() {
-	if c := l.conn.Load(); c != nil {
-		_ = (*c).Close()
+	// A probe that brings the listener UP needs nothing applied before it:
+	// the cache is empty (New) or is dropped as it comes UP.
+	if sent, ok := l.ownProbe(p); ok && ListenerState(l.state.Load()) != ListenerUp {
+		l.proofAt(sent)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	select {
+	case l.handoff <- p:
+	default:
+		// Better to forget everything than to miss one invalidation.
+		l.cache.drop()
+		l.counters.drops.Add(1)
+		l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
+		if sent, ok := l.ownProbe(p); ok {
+			l.mu.Unlock()
+			l.proofAt(sent) // nothing is left to apply
+			l.mu.Lock()
+		}
 	}
 }
 
@@ -569,6 +492,7 @@ func (l *listener) runProber(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-l.kick: // the hub LISTENs anew: prove it at once
 		}
 		pctx, cancel := context.WithTimeout(ctx, l.wait)
 		probeErr = l.probe(pctx)
@@ -579,12 +503,18 @@ func (l *listener) runProber(ctx context.Context) {
 		if probeErr != nil {
 			l.counters.probeErrors.Add(1)
 		}
+		l.mu.Lock()
+		gen, since := l.gen, l.listenedAt
+		l.mu.Unlock()
 		switch up := ListenerState(l.state.Load()) == ListenerUp; {
 		case up && !l.alive():
 			l.outageBegins("listener heard no probe within the lease", "lease", l.lease, "probe_err", probeErr)
 			// Silently dead, or deaf: start over with a connection that
 			// proves it hears.
-			l.hangUp()
+			l.hub.hangUp(gen)
+		case !up && since > 0 && l.mono()-since > int64(l.lease):
+			// LISTENing a whole lease and never heard a probe.
+			l.hub.hangUp(gen)
 		case l.alive():
 			l.outageEnds("listener hears probes again")
 		}

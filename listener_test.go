@@ -223,12 +223,12 @@ func TestListenerKilledUnderLoad(t *testing.T) {
 		}()
 	}
 
-	origin := pgsession.Origin(b)
+	name := pgsession.ListenerName(b)
 	for kill := 1; kill <= 4; kill++ {
 		before := b.Stats().ListenerReconnects
 		var killed int
 		err := testDB.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE application_name = $1`, "pgsession listener "+origin).Scan(&killed)
+			WHERE application_name = $1`, name).Scan(&killed)
 		if err != nil || killed != 1 {
 			t.Fatalf("kill %d: terminated %d listeners, err %v", kill, killed, err)
 		}

@@ -45,7 +45,7 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 			if e, ok := s.cache.peek(k); ok && usable && s.fresh(e, minVersion, s.now()) {
 				return &e, nil
 			}
-			return s.load(ctx, k)
+			return s.load(ctx, k, minVersion)
 		})
 		// A leader whose own request was canceled fails its followers with
 		// its context's error; a follower whose request goes on tries again.
@@ -54,9 +54,10 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 			continue
 		}
 		// The shared read may have started before the write this client
-		// was already given: it reads again itself.
-		if err == nil && !leader && p != nil && p.version < minVersion {
-			p, err = s.load(ctx, k)
+		// was already given: it reads again itself. So does a client with
+		// a version that a standby's "no such row" was good enough for.
+		if err == nil && !leader && (p != nil && p.version < minVersion || p == nil && minVersion > 0 && s.replica != nil) {
+			p, err = s.load(ctx, k, minVersion)
 		}
 		if err != nil || p == nil {
 			return entry{}, false, err
@@ -74,26 +75,28 @@ func (s *Store) fresh(e entry, minVersion int64, now time.Time) bool {
 	return e.version >= minVersion && s.cache.alive(e, now) && s.current(e, now)
 }
 
-// load reads k from the database and fills the cache with it: a live row
-// as an entry, a tombstone as a dead one.
-func (s *Store) load(ctx context.Context, k keyHash) (*entry, error) {
-	rt := s.cache.begin(k)
+// load reads k from the database, for a client that has seen minVersion,
+// and fills the cache with it: a live row as an entry, a tombstone as a
+// dead one. With a ReadPool, it reads the standby first, and the primary
+// when the standby's answer may be stale (replica.go).
+func (s *Store) load(ctx context.Context, k keyHash, minVersion int64) (*entry, error) {
+	rt := s.cache.begin(k) // the fill-race guard covers both reads
 	start := s.now()
-	var (
-		data       []byte
-		version    int64
-		dead       bool
-		exp, dbNow time.Time
-	)
 	s.counters.loads.Add(1)
-	err := s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&data, &version, &exp, &dbNow, &dead)
-	if err != nil {
-		s.cache.end(k)
+	row, ok, err := s.readReplica(ctx, k, minVersion)
+	if err == nil && !ok {
+		start = s.now()
+		err = s.pool.QueryRow(ctx, s.sql.load, k[:]).Scan(&row.data, &row.version, &row.exp, &row.dbNow, &row.dead)
+		row.found = err == nil
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil
+			err = nil
 		}
+	}
+	if err != nil || !row.found {
+		s.cache.end(k)
 		return nil, err
 	}
+	data, version, dead, exp, dbNow := row.data, row.version, row.dead, row.exp, row.dbNow
 	// The remaining lifetime is measured on the database clock alone and
 	// counted from before the query was sent, so the cache gives the entry
 	// up no later than the database does.

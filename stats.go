@@ -52,6 +52,12 @@ type Stats struct {
 	// Touches (IdleTimeout).
 	TouchesSent   int64 // sessions whose row a touch was sent to extend, for reads of them
 	TouchesFailed int64 // sessions whose touch failed (or was not scheduled: too many pending)
+
+	// Reads from a replica (Config.ReadPool). Loads - ReplicaReads is the
+	// loads the primary answered.
+	ReplicaReads     int64 // loads answered by the ReadPool
+	ReplicaFallbacks int64 // loads the ReadPool answered too stale to use (lag), then read from the primary
+	ReplicaErrors    int64 // loads whose read of the ReadPool failed, then read from the primary
 }
 
 // MarshalJSON renders the snapshot for dashboards: field names as keys,
@@ -90,6 +96,8 @@ type counters struct {
 	batches, batchedWrites, batchRetries, lockWaits atomic.Int64
 
 	touchesSent, touchesFailed atomic.Int64
+
+	replicaReads, replicaFallbacks, replicaErrors atomic.Int64
 }
 
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
@@ -130,6 +138,10 @@ func (s *Store) Stats() Stats {
 
 		TouchesSent:   c.touchesSent.Load(),
 		TouchesFailed: c.touchesFailed.Load(),
+
+		ReplicaReads:     c.replicaReads.Load(),
+		ReplicaFallbacks: c.replicaFallbacks.Load(),
+		ReplicaErrors:    c.replicaErrors.Load(),
 	}
 	if l := s.listener; l != nil {
 		st.ListenerDowntime = l.downTime()

@@ -17,7 +17,6 @@ import (
 
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -35,6 +34,7 @@ type Store struct {
 	purger   *purger    // nil when automatic purging is off
 	commits  *committer // nil when batching is off (MaxBatch 1)
 	touches  *toucher   // nil without IdleTimeout
+	replica  *replica   // nil without ReadPool
 
 	touchEvery int64 // cache-clock ns between touches of one session (IdleTimeout); 0: none
 
@@ -84,6 +84,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		purgeBatchSize: defaultPurgeBatch,
 	}
 	s.prefix = payloadPrefix(s.origin)
+	s.replica = newReplica(cfg, pool, s.cache, &s.counters)
 	if cfg.MaxBatch > 1 {
 		s.commits = &committer{s: s, max: cfg.MaxBatch}
 	}
@@ -105,15 +106,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		return nil, err
 	}
 
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+
 	// Without a cache there is nothing to invalidate, so no listener;
 	// writes still notify the instances that do cache.
-	var conn *pgx.Conn
 	if s.cache != nil {
 		s.listener = newListener(listenerConfig{
 			channel:  cfg.Channel,
 			origin:   s.origin,
 			lease:    cfg.ListenLease,
-			connect:  listenConnector(pool, cfg.ListenConnString),
 			send:     probeSender(pool),
 			cache:    s.cache,
 			counters: &s.counters,
@@ -121,22 +123,21 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 			handoff:  cfg.knobs.handoff,
 			hook:     cfg.knobs.applyHook,
 		})
-		if conn, err = s.listener.listen(ctx); err != nil {
-			return nil, fmt.Errorf("start listener on channel %q: %w", cfg.Channel, err)
-		}
-		s.listener.setUp(true)
-	}
-
-	bg, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	if s.listener != nil {
-		s.wg.Go(func() { s.listener.run(bg, conn) })
 		s.wg.Go(s.listener.apply)
 		s.wg.Go(func() { s.listener.runProber(bg) })
+		if err := s.listener.start(ctx, pool, cfg.ListenConnString); err != nil {
+			s.listener.stop()
+			cancel()
+			s.wg.Wait()
+			return nil, fmt.Errorf("start listener on channel %q: %w", cfg.Channel, err)
+		}
 		if cfg.ScavengeInterval > 0 {
 			sc := &scavenger{s: s, interval: cfg.ScavengeInterval}
 			s.wg.Go(func() { sc.run(bg) })
 		}
+	}
+	if s.replica != nil {
+		s.wg.Go(func() { s.replica.run(bg) })
 	}
 	if cfg.IdleTimeout > 0 {
 		s.touches = newToucher(s)
@@ -346,6 +347,9 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.writes.close()
 		s.cancel()
+		if s.listener != nil {
+			s.listener.stop()
+		}
 		s.wg.Wait()
 	})
 	return nil

@@ -190,6 +190,17 @@ var instruments = []instrument{
 	{field: "TouchesFailed", name: "pgsession.touches_failed", unit: "{session}", kind: intCounter,
 		desc: "Sessions whose touch failed or could not be scheduled (IdleTimeout).",
 		i:    func(st pgsession.Stats) int64 { return st.TouchesFailed }},
+
+	// Reads from a replica (Config.ReadPool).
+	{field: "ReplicaReads", name: "pgsession.replica.reads", unit: "{load}", kind: intCounter,
+		desc: "Loads answered by the ReadPool (a streaming standby).",
+		i:    func(st pgsession.Stats) int64 { return st.ReplicaReads }},
+	{field: "ReplicaFallbacks", name: "pgsession.replica.fallbacks", unit: "{load}", kind: intCounter,
+		desc: "Loads the ReadPool answered too stale to use (replication lag), then read from the primary.",
+		i:    func(st pgsession.Stats) int64 { return st.ReplicaFallbacks }},
+	{field: "ReplicaErrors", name: "pgsession.replica.errors", unit: "{load}", kind: intCounter,
+		desc: "Loads whose read of the ReadPool failed, then read from the primary.",
+		i:    func(st pgsession.Stats) int64 { return st.ReplicaErrors }},
 }
 
 // listenerStates are the values of StateKey.

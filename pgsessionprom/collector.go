@@ -114,6 +114,14 @@ var metrics = []metric{
 		func(st pgsession.Stats) float64 { return float64(st.TouchesSent) }},
 	{"TouchesFailed", "pgsession_touches_failed_total", "Sessions whose touch failed or could not be scheduled (IdleTimeout).", counter,
 		func(st pgsession.Stats) float64 { return float64(st.TouchesFailed) }},
+
+	// Reads from a replica (Config.ReadPool).
+	{"ReplicaReads", "pgsession_replica_reads_total", "Loads answered by the ReadPool (a streaming standby).", counter,
+		func(st pgsession.Stats) float64 { return float64(st.ReplicaReads) }},
+	{"ReplicaFallbacks", "pgsession_replica_fallbacks_total", "Loads the ReadPool answered too stale to use (replication lag), then read from the primary.", counter,
+		func(st pgsession.Stats) float64 { return float64(st.ReplicaFallbacks) }},
+	{"ReplicaErrors", "pgsession_replica_errors_total", "Loads whose read of the ReadPool failed, then read from the primary.", counter,
+		func(st pgsession.Stats) float64 { return float64(st.ReplicaErrors) }},
 }
 
 // collector is the prometheus.Collector of one Store.
