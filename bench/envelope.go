@@ -324,6 +324,13 @@ func runEnvelope(ctx context.Context, e *env, o envelopeOptions, pr progress) (_
 				}
 			}
 			runtime.GC()
+			// The listening Stores must hold a connection each, as separate
+			// processes would, not share one.
+			if conns, err := e.listeningConns(ctx); err != nil {
+				return nil, err
+			} else if conns >= 0 && conns != n {
+				return nil, fmt.Errorf("%d listening Stores hold %d listening connections, want one each", n, conns)
+			}
 			if err := measureIdle(ctx, e, res, want, n, o.duration); err != nil {
 				return nil, err
 			}

@@ -392,3 +392,22 @@ func (sh serverShare) take() (snap cpuSnap, all time.Duration, allOK bool) {
 	}
 	return snap, all, allOK
 }
+
+// listeningConns counts the connections of this process that a pgsession
+// listener holds (by the application_name it sets), or returns -1 where the
+// suite cannot tell its connections from others' (a Unix socket, another
+// OS).
+func (e *env) listeningConns(ctx context.Context) (int, error) {
+	cc, err := pgx.ParseConfig(e.dbURL)
+	if err != nil || strings.HasPrefix(cc.Host, "/") {
+		return -1, nil
+	}
+	ports := ownClientPorts(int(cc.Port))
+	if len(ports) == 0 {
+		return -1, nil
+	}
+	var n int
+	err = e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE client_port = ANY($1::int[]) AND (application_name LIKE 'pgsession listener%' OR application_name LIKE 'pgsbench_listener_%')`, ports).Scan(&n)
+	return n, err
+}
