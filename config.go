@@ -308,7 +308,8 @@ type Config struct {
 	// needs the cache (CacheSize >= 0), and read committed sessions (the
 	// default; under repeatable read live rows are never trusted). A
 	// ReadPool that fails, or takes over a second, is read around and
-	// logged once per outage. The pool stays the caller's: Close does not
+	// logged once per outage, and not tried again for a second (doubling
+	// up to 30 s while it keeps failing). The pool stays the caller's: Close does not
 	// close it. Default nil: every miss reads the primary.
 	ReadPool *pgxpool.Pool
 

@@ -82,6 +82,20 @@ const DefaultReplicaSampleInterval = 250 * time.Millisecond
 // milliseconds.
 const replicaReadTimeout = time.Second
 
+// After a failed read of the ReadPool, misses read the primary for
+// replicaSkipMin, doubling with each failure in a row up to replicaSkipMax.
+const (
+	replicaSkipMin = time.Second
+	replicaSkipMax = 30 * time.Second
+)
+
+// skipping reports whether misses read around the ReadPool now, after a
+// failure.
+func (r *replica) skipping() bool {
+	until := r.skipUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until
+}
+
 // sampleHistory is how many WAL samples a replica guard keeps to date a
 // standby's rows. Past the newest one they are kept at least
 // MaxStale/(sampleHistory/2) apart, so that they span about twice
@@ -112,6 +126,8 @@ type replica struct {
 
 	samples    atomic.Int64 // successful samples (tests)
 	inOutage   atomic.Bool  // a read error was logged and no read has succeeded since
+	skipUntil  atomic.Int64 // unix ns until which misses do not try the ReadPool (after a failure)
+	skipFor    atomic.Int64 // how long the next failure skips it: doubles up to replicaSkipMax
 	sampleFail atomic.Bool  // a sampling error was logged and no sample has succeeded since
 
 	warnedIsolation atomic.Bool // the ReadPool was found not read committed, and it was logged
@@ -169,7 +185,7 @@ func (s *Store) readReplica(ctx context.Context, k keyHash, minVersion int64) (r
 	r := s.replica
 	// A listener that is not alive may have missed invalidations, which
 	// the guard then does not know of.
-	if r == nil || !s.cacheUsable() {
+	if r == nil || !s.cacheUsable() || r.skipping() {
 		return row, false, nil
 	}
 	row, err = r.read(ctx, s.sql.load, k)
@@ -504,6 +520,12 @@ func (r *replica) isolationWarning(isolation string) {
 // failed; the primary is read instead.
 func (r *replica) failed(err error) {
 	r.counters.replicaErrors.Add(1)
+	// A standby that fails, or hangs until replicaReadTimeout, is not
+	// tried by every miss: they read the primary for a while, longer
+	// after each failure in a row.
+	d := min(max(time.Duration(r.skipFor.Load()), replicaSkipMin), replicaSkipMax)
+	r.skipFor.Store(int64(min(2*d, replicaSkipMax)))
+	r.skipUntil.Store(time.Now().Add(d).UnixNano())
 	if r.inOutage.CompareAndSwap(false, true) {
 		r.log.Warn("pgsession: reading the ReadPool failed; cache misses read the primary until it answers again", "err", err)
 	}
@@ -511,6 +533,9 @@ func (r *replica) failed(err error) {
 
 // succeeded ends an outage of the standby, if one was logged.
 func (r *replica) succeeded() {
+	if r.skipFor.Load() != 0 {
+		r.skipFor.Store(0)
+	}
 	if r.inOutage.Load() && r.inOutage.CompareAndSwap(true, false) {
 		r.log.Info("pgsession: the ReadPool answers again")
 	}
