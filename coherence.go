@@ -26,7 +26,9 @@ const (
 	// on every instance, through the version its cookie carries; another
 	// client, whose cookie is older, may be served an older version of
 	// the session for at most Config.MaxStale, after which a cached entry
-	// is read again from the database. A save that shortens a session's
+	// is read again from the database (with a ReadPool, a copy the
+	// standby answered is as old as the standby's replay, so a lagging
+	// standby cannot renew it). A save that shortens a session's
 	// lifetime (a smaller MaxAge) likewise reaches the other instances'
 	// caches within MaxStale. For large fleets, where a notification per
 	// write to every instance costs more than it is worth.

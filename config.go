@@ -281,7 +281,9 @@ type Config struct {
 
 	// MaxStale bounds, under CoherenceRevocations, how old a cached entry
 	// may be: one written, loaded or re-validated from the database longer
-	// than MaxStale ago (on Clock) is read again before it serves. So a
+	// than MaxStale ago (on Clock) is read again before it serves. A copy
+	// read from a ReadPool's standby is as old as the standby's replay (see
+	// ReadPool), not as the read: a lagging standby never renews it. So a
 	// change made on another instance (new values, or a shorter lifetime
 	// from a smaller MaxAge) reaches this instance's readers within
 	// MaxStale, and at once for the client that made it (its cookie
@@ -298,11 +300,16 @@ type Config struct {
 	// the cookie has a version (a login or a refresh of the expiry not
 	// replayed yet), for a live row that a logout or write this instance
 	// heard of may have superseded (WAL positions tell: see
-	// DefaultReplicaSampleInterval), and while the listener is down. It
+	// DefaultReplicaSampleInterval), and while the listener is down.
+	// Under CoherenceRevocations, where saves are not heard, a standby's
+	// live row counts, for MaxStale, as current only as of the last sample
+	// of the primary's WAL position that the standby had replayed: a row
+	// already MaxStale old by that count is read from the primary. It
 	// needs the cache (CacheSize >= 0), and read committed sessions (the
 	// default; under repeatable read live rows are never trusted). A
 	// ReadPool that fails, or takes over a second, is read around and
-	// logged once per outage. The pool stays the caller's: Close does not
+	// logged once per outage, and not tried again for a second (doubling
+	// up to 30 s while it keeps failing). The pool stays the caller's: Close does not
 	// close it. Default nil: every miss reads the primary.
 	ReadPool *pgxpool.Pool
 

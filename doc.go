@@ -80,7 +80,9 @@
 // version, or a live row that a logout or write this instance heard of may
 // have superseded (the standby's replay position is compared with the
 // primary's WAL position, sampled every DefaultReplicaSampleInterval) is
-// read again from the primary.
+// read again from the primary. Under CoherenceRevocations a standby's live
+// row is as old as the standby's replay, for Config.MaxStale: a standby
+// lagging more than MaxStale is read around.
 //
 // # Idle entries and expired rows
 //

@@ -55,10 +55,15 @@ type hub struct {
 	listened map[string]bool         // channels LISTENed on the current connection
 	dirty    bool                    // channels changed since the reader last synced
 	waiting  bool                    // the reader waits for a notification: a wake may interrupt it
+	woke     bool                    // a wake set a read deadline the reader has not seen yet
 	conn     *pgx.Conn               // the current connection, nil between connections
 	gen      uint64                  // counts connections; a hang-up names the one it means
 	failed   chan struct{}           // closed, and replaced, when a connection attempt fails
-	lastErr  error                   // why the last attempt failed
+	lastErr  error                   // why the last attempt failed; nil once one succeeded
+	attempts uint64                  // connection attempts begun
+	failedAt uint64                  // the attempt that failed last
+	sleeping bool                    // the reader waits out a reconnect backoff
+	retry    chan struct{}           // a listener joined during the backoff: try now
 	byChan   atomic.Pointer[chanMap] // channel → listeners, read without the lock by the reader
 
 	cancel context.CancelFunc
@@ -68,8 +73,9 @@ type hub struct {
 type chanMap = map[string][]*listener
 
 // joinHub adds l to the hub of its key, starting the hub when it is the
-// first, and has the hub LISTEN on l's channel. It returns the hub.
-func joinHub(l *listener, pool *pgxpool.Pool, connString string) (*hub, error) {
+// first, and has the hub LISTEN on l's channel. It returns the hub and
+// how many connection attempts it had begun before l joined.
+func joinHub(l *listener, pool *pgxpool.Pool, connString string) (*hub, uint64, error) {
 	key := hubKey{pool: pool, connString: connString}
 	hubs.mu.Lock()
 	defer hubs.mu.Unlock()
@@ -77,7 +83,7 @@ func joinHub(l *listener, pool *pgxpool.Pool, connString string) (*hub, error) {
 	if h == nil {
 		var id [6]byte
 		if _, err := crand.Read(id[:]); err != nil {
-			return nil, fmt.Errorf("generate listener id: %w", err)
+			return nil, 0, fmt.Errorf("generate listener id: %w", err)
 		}
 		h = &hub{
 			key:      key,
@@ -87,6 +93,7 @@ func joinHub(l *listener, pool *pgxpool.Pool, connString string) (*hub, error) {
 			channels: make(map[string]int),
 			listened: make(map[string]bool),
 			failed:   make(chan struct{}),
+			retry:    make(chan struct{}, 1),
 			done:     make(chan struct{}),
 		}
 		h.byChan.Store(&chanMap{})
@@ -96,15 +103,18 @@ func joinHub(l *listener, pool *pgxpool.Pool, connString string) (*hub, error) {
 		hubs.m[key] = h
 		ctx, cancel := context.WithCancel(context.Background())
 		h.cancel = cancel
+		l.hub = h
+		joined := h.add(l)
 		go h.run(ctx)
+		return h, joined, nil
 	}
 	l.hub = h
-	h.add(l)
-	return h, nil
+	return h, h.add(l), nil
 }
 
-// add registers l and arranges for its channel to be LISTENed.
-func (h *hub) add(l *listener) {
+// add registers l and arranges for its channel to be LISTENed. It returns
+// how many connection attempts had begun.
+func (h *hub) add(l *listener) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[l] = struct{}{}
@@ -112,9 +122,17 @@ func (h *hub) add(l *listener) {
 	h.rebuild()
 	if h.listened[l.channel] {
 		l.listening(h.gen)
-		return
+		return h.attempts
 	}
 	h.wakeLocked()
+	if h.sleeping {
+		// A new Store should not wait for a backoff of up to 30 s.
+		select {
+		case h.retry <- struct{}{}:
+		default:
+		}
+	}
+	return h.attempts
 }
 
 // leave removes l. After it returns, l is given no more notifications
@@ -163,45 +181,77 @@ func (h *hub) rebuild() {
 func (h *hub) wakeLocked() {
 	h.dirty = true
 	if h.waiting && h.conn != nil {
+		h.woke = true
 		_ = h.conn.PgConn().Conn().SetReadDeadline(time.Now())
 	}
 }
 
 // hangUp closes connection gen under the reader, which then reconnects. A
 // listener that has not heard its probes within its lease calls it; the
-// generation keeps a late caller from closing the next connection.
-func (h *hub) hangUp(gen uint64) {
+// generation keeps a late caller from closing the next connection. While
+// another listener on it is alive, the connection demonstrably hears the
+// pool: the late one (a slow applier, a short lease) stays DOWN, serving
+// no cache, instead of taking every other Store's cache down with it.
+func (h *hub) hangUp(gen uint64, from *listener) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for l := range h.subs {
+		if l != from && l.alive() {
+			return
+		}
+	}
 	if h.conn != nil && h.gen == gen {
 		_ = h.conn.PgConn().Conn().Close()
 	}
 }
 
-// failures returns a channel closed at the next failed connection attempt,
-// and the error of the last one.
-func (h *hub) failures() (<-chan struct{}, error) {
+// failures returns a channel closed at the next failed connection attempt.
+func (h *hub) failures() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.failed, h.lastErr
+	return h.failed
 }
 
-// lastError is why the last connection attempt failed.
+// subsLocked lists the listeners.
+func (h *hub) subsLocked() []*listener {
+	subs := make([]*listener, 0, len(h.subs))
+	for l := range h.subs {
+		subs = append(subs, l)
+	}
+	return subs
+}
+
+// failedSince returns why the last connection attempt failed, when it
+// began after the first after attempts begun.
+func (h *hub) failedSince(after uint64) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failedAt > after {
+		return h.lastErr
+	}
+	return nil
+}
+
+// lastError is why the last connection attempt failed; nil once one
+// succeeded.
 func (h *hub) lastError() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.lastErr
 }
 
-// anySub returns one of the hub's listeners, whose probes check a new
-// connection, or nil.
-func (h *hub) anySub() *listener {
+// checker returns one of the hub's listeners, whose pool checks a new
+// connection, and the longest lease of them, which bounds the attempt; or
+// nil.
+func (h *hub) checker() (*listener, time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var any *listener
+	var lease time.Duration
 	for l := range h.subs {
-		return l
+		any, lease = l, max(lease, l.lease)
 	}
-	return nil
+	return any, lease
 }
 
 // run keeps the hub connected until ctx ends.
@@ -212,37 +262,66 @@ func (h *hub) run(ctx context.Context) {
 		if !first {
 			// Full jitter over the upper half, so a fleet does not
 			// reconnect in step.
+			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+			h.mu.Lock()
+			h.sleeping = true
+			h.mu.Unlock()
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return
-			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			case <-t.C:
+			case <-h.retry:
+				t.Stop()
+				backoff = backoffMin
 			}
+			h.mu.Lock()
+			h.sleeping = false
+			h.mu.Unlock()
 		}
+		select {
+		case <-h.retry: // this attempt answers it
+		default:
+		}
+		h.mu.Lock()
+		h.attempts++
+		attempt := h.attempts
+		h.mu.Unlock()
 		conn, err := h.open(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			h.mu.Lock()
-			h.lastErr = err
+			h.lastErr, h.failedAt = err, attempt
 			close(h.failed)
 			h.failed = make(chan struct{})
-			for l := range h.subs {
+			subs := h.subsLocked()
+			h.mu.Unlock()
+			for _, l := range subs {
 				l.log.Debug("pgsession: listener reconnect failed", "channel", l.channel, "retry_in", backoff, "err", err)
 			}
-			h.mu.Unlock()
 			backoff = min(2*backoff, backoffMax)
 			continue
 		}
 		backoff = backoffMin
+		h.mu.Lock()
+		h.lastErr = nil
+		h.mu.Unlock()
 		err = h.serve(ctx, conn)
 		h.mu.Lock()
-		h.conn, h.waiting = nil, false
+		h.conn, h.waiting, h.woke = nil, false, false
 		clear(h.listened)
-		for l := range h.subs {
-			l.lost(err, ctx.Err() != nil)
+		subs := h.subsLocked()
+		for _, l := range subs {
+			l.lost()
 		}
 		h.mu.Unlock()
+		if ctx.Err() == nil {
+			for _, l := range subs {
+				l.lostLogged(err)
+			}
+		}
 		closeConn(conn)
 		if ctx.Err() != nil {
 			return
@@ -259,13 +338,13 @@ func (h *hub) run(ctx context.Context) {
 // but the one check, and no settings. The store channels are LISTENed by
 // serve.
 func (h *hub) open(ctx context.Context) (*pgx.Conn, error) {
-	l := h.anySub()
+	l, lease := h.checker()
 	if l == nil {
 		return nil, errors.New("no listener left")
 	}
-	ctx, cancel := context.WithTimeout(ctx, l.lease+2*verifyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, lease+2*verifyTimeout)
 	defer cancel()
-	cctx, ccancel := context.WithTimeout(ctx, l.lease)
+	cctx, ccancel := context.WithTimeout(ctx, lease)
 	defer ccancel()
 	conn, err := h.connect(cctx)
 	if err != nil {
@@ -276,7 +355,7 @@ func (h *hub) open(ctx context.Context) (*pgx.Conn, error) {
 		closeConn(conn)
 		return nil, err
 	}
-	if err := h.check(ctx, conn, l); err != nil {
+	if err := h.check(ctx, conn, l, min(lease, verifyTimeout)); err != nil {
 		closeConn(conn)
 		return nil, err
 	}
@@ -289,21 +368,21 @@ func (h *hub) open(ctx context.Context) (*pgx.Conn, error) {
 
 // check sends a notification through l's pool on the hub's check channel
 // and waits for conn to hear it.
-func (h *hub) check(ctx context.Context, conn *pgx.Conn, l *listener) error {
-	wait := min(l.lease, verifyTimeout)
+func (h *hub) check(ctx context.Context, conn *pgx.Conn, l *listener, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var nonce [8]byte
 	_, _ = crand.Read(nonce[:])
 	payload := "check " + hex.EncodeToString(nonce[:])
-	if _, err := l.send(ctx, "pgsession_check_"+h.id, payload); err != nil {
+	channel := "pgsession_check_" + h.id
+	if _, err := l.send(ctx, channel, payload); err != nil {
 		return fmt.Errorf("send a check notification through the pool: %w", err)
 	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			if pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
-				return notHeard(l.channel, wait)
+				return notHeard(channel, wait)
 			}
 			return err
 		}
@@ -366,14 +445,15 @@ func (h *hub) serve(ctx context.Context, conn *pgx.Conn) error {
 		}
 		n, err := conn.WaitForNotification(context.Background())
 		h.mu.Lock()
-		h.waiting = false
+		woke := h.woke
+		h.waiting, h.woke = false, false
 		h.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if woke && errors.As(err, &ne) && ne.Timeout() {
 				continue // a wake: sync clears the deadline
 			}
 			return err

@@ -2,7 +2,10 @@ package pgsession_test
 
 import (
 	"context"
+	"log/slog"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pgsession/pgsession"
 )
@@ -114,4 +117,89 @@ func TestSharedListenerLost(t *testing.T) {
 	if after := a.Stats().CacheHits + b.Stats().CacheHits; after != before+2 {
 		t.Fatalf("after the reconnect %d of 2 Gets were cache hits", after-before)
 	}
+}
+
+// TestSlowStoreDoesNotHangUpTheOthers: a Store whose listener falls behind
+// its lease (here its applier is held) stays DOWN itself, but does not
+// hang up the connection it shares with a healthy Store.
+func TestSlowStoreDoesNotHangUpTheOthers(t *testing.T) {
+	t.Parallel()
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgB.Table += "_b"
+	var armed atomic.Bool
+	hold := make(chan struct{})
+	cfgA = pgsession.WithHandoff(cfgA, 1000, func() {
+		if armed.Load() {
+			<-hold
+		}
+	})
+	cfgA.ListenLease = 400 * time.Millisecond
+	logs := &logCounter{}
+	cfgA.Logger = slog.New(logs)
+	pool := newPool(t, testDB.url)
+	a := newStore(t, pool, cfgA)
+	b := newStore(t, pool, cfgB)      // the default lease, nothing wrong with it
+	t.Cleanup(func() { close(hold) }) // runs before the stores close
+	pid := func() (pid int) {
+		t.Helper()
+		err := testDB.pool.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`,
+			pgsession.ListenerName(b)).Scan(&pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	before := pid()
+
+	// Another instance's notification blocks A's applier: A's probes
+	// queue behind it, and A's lease runs out.
+	armed.Store(true)
+	if _, err := testDB.pool.Exec(context.Background(), "SELECT pg_notify($1, 'noise')", pgsession.Channel(a)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A to lose its proof", func() bool { return logs.count(slog.LevelWarn, "heard no probe within the lease") > 0 })
+	// A's prober asks for a hang-up every quarter lease from now on:
+	// watch ten of them.
+	for end := time.Now().Add(10 * cfgA.ListenLease / 4); time.Now().Before(end); {
+		if st := b.Stats(); st.Listener != pgsession.ListenerUp || st.ListenerReconnects != 0 {
+			t.Fatalf("B, healthy, was taken down by A: %v, %d reconnects", st.Listener, st.ListenerReconnects)
+		}
+		time.Sleep(cfgA.ListenLease / 8)
+	}
+	if after := pid(); after != before {
+		t.Fatalf("the shared connection was replaced (pid %d, then %d)", before, after)
+	}
+	if st := a.Stats(); st.Listener != pgsession.ListenerDown {
+		t.Fatalf("A, which hears nothing, is %v", st.Listener)
+	}
+}
+
+// TestNewDoesNotWaitForTheHubsBackoff: a Store created while the
+// listening connection it would share sleeps a long reconnect backoff
+// connects at once.
+func TestNewDoesNotWaitForTheHubsBackoff(t *testing.T) {
+	t.Parallel()
+	url, proxy := proxiedURL(t)
+	pool := newPool(t, testDB.url)
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgB.Table += "_b"
+	cfgA.ListenConnString, cfgB.ListenConnString = url, url
+	cfgA.ListenLease, cfgB.ListenLease = 400*time.Millisecond, 400*time.Millisecond
+	logs := &logCounter{}
+	cfgA.Logger = slog.New(logs)
+	a := newStore(t, pool, cfgA)
+	proxy.Stop()
+	// Five failed attempts: the next waits 4 to 8 s.
+	waitFor(t, "five failed reconnects", func() bool { return logs.count(slog.LevelDebug, "reconnect failed") >= 5 })
+	proxy.Start()
+	start := time.Now()
+	b, err := pgsession.New(context.Background(), pool, cfgB)
+	if err != nil {
+		t.Fatalf("New failed though the database answers: %v", err)
+	}
+	defer b.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("New took %v: it waited for the backoff", d)
+	}
+	waitFor(t, "A up again", func() bool { return a.Stats().Listener == pgsession.ListenerUp })
 }

@@ -357,13 +357,20 @@ func (l *listener) listening(gen uint64) {
 
 // lost is called by the hub, under its lock, when its connection ended:
 // reads bypass the cache at once.
-func (l *listener) lost(err error, stopping bool) {
+func (l *listener) lost() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.listenedAt = 0
 	l.setDown()
-	up := l.everUp
+}
+
+// lostLogged says, once per outage, that the connection was lost. The hub
+// calls it without its lock: the logger is the user's.
+func (l *listener) lostLogged(err error) {
+	l.mu.Lock()
+	up := l.everUp && !l.stopped
 	l.mu.Unlock()
-	if up && !stopping {
+	if up {
 		l.outageBegins("listener lost", "err", err)
 	}
 }
@@ -373,30 +380,37 @@ func (l *listener) lost(err error, stopping bool) {
 // verifyTimeout, or the hub's connection attempt failed. The prober and
 // the applier must be running. On failure the listener has left the hub.
 func (l *listener) start(ctx context.Context, pool *pgxpool.Pool, connString string) error {
-	h, err := joinHub(l, pool, connString)
+	h, joined, err := joinHub(l, pool, connString)
 	if err != nil {
 		return err
 	}
-	failed, _ := h.failures()
 	bound := time.NewTimer(l.lease + 2*verifyTimeout)
 	defer bound.Stop()
-	var heard <-chan time.Time // runs once the channel is LISTENed
+	// heard runs from each LISTEN on the channel: a reconnect during
+	// start-up starts it over.
+	heard := time.NewTimer(time.Hour)
+	heard.Stop()
+	defer heard.Stop()
 	for {
+		failed := h.failures()
+		if err = h.failedSince(joined); err != nil {
+			h.leave(l)
+			return err
+		}
 		select {
 		case <-l.heard:
-			if heard == nil {
-				t := time.NewTimer(min(l.lease, verifyTimeout))
-				defer t.Stop()
-				heard = t.C
-			}
+			heard.Reset(min(l.lease, verifyTimeout))
 			continue
 		case <-l.upOnce:
 			return nil
 		case <-ctx.Done():
 			err = ctx.Err()
 		case <-failed:
-			err = h.lastError()
-		case <-heard:
+			// Only an attempt begun after this listener joined counts.
+			if err = h.failedSince(joined); err == nil {
+				continue
+			}
+		case <-heard.C:
 			err = notHeard(l.channel, min(l.lease, verifyTimeout))
 		case <-bound.C:
 			if err = h.lastError(); err == nil {
@@ -408,7 +422,9 @@ func (l *listener) start(ctx context.Context, pool *pgxpool.Pool, connString str
 	}
 }
 
-// stop leaves the hub and ends the applier. Nothing is applied after it.
+// stop leaves the hub and ends the applier. Nothing is handed off after
+// it; an echo of the store's own write that the hub's reader is delivering
+// right now may still evict from its cache, which is harmless.
 func (l *listener) stop() {
 	if l.hub != nil {
 		l.hub.leave(l)
@@ -470,8 +486,10 @@ func (l *listener) deliver(p string) {
 		l.counters.drops.Add(1)
 		l.log.Warn("pgsession: invalidations arrive faster than they are applied; cache dropped", "channel", l.channel)
 		if sent, ok := l.ownProbe(p); ok {
+			// The drop above forgot everything that was waiting, so this
+			// probe proves as much as if it had been applied in order.
 			l.mu.Unlock()
-			l.proofAt(sent) // nothing is left to apply
+			l.proofAt(sent)
 			l.mu.Lock()
 		}
 	}
@@ -511,10 +529,10 @@ func (l *listener) runProber(ctx context.Context) {
 			l.outageBegins("listener heard no probe within the lease", "lease", l.lease, "probe_err", probeErr)
 			// Silently dead, or deaf: start over with a connection that
 			// proves it hears.
-			l.hub.hangUp(gen)
+			l.hub.hangUp(gen, l)
 		case !up && since > 0 && l.mono()-since > int64(l.lease):
 			// LISTENing a whole lease and never heard a probe.
-			l.hub.hangUp(gen)
+			l.hub.hangUp(gen, l)
 		case l.alive():
 			l.outageEnds("listener hears probes again")
 		}

@@ -101,6 +101,11 @@ func (s *Store) load(ctx context.Context, k keyHash, minVersion int64) (*entry, 
 	// counted from before the query was sent, so the cache gives the entry
 	// up no later than the database does.
 	e := s.cache.newEntry(data, version, start.Add(exp.Sub(dbNow)), start)
+	if row.dated {
+		// A standby's row is known to be the row only as of the WAL
+		// sample its replay reached: MaxStale counts from then.
+		e.filled = min(e.filled, row.asOf)
+	}
 	e.dead = dead
 	s.cache.add(k, e, rt)
 	if !dead && s.touches != nil {

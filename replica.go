@@ -46,6 +46,21 @@ import (
 // trusted. Batches are a logical clock: an invalidation and a sample can
 // never tie, as two readings of a coarse clock can.
 //
+// Under CoherenceRevocations saves are not notified, so the guard never
+// hears of them: a live row it trusts may still predate a save made on
+// another instance. MaxStale then counts its age not from the read but
+// from when the standby's data was known current: the sampler keeps a
+// short history of (cache-clock time read just before the query, WAL
+// insert position) pairs, and a standby that had replayed up to position R
+// holds every commit made before the time of the newest sample at or below
+// R (the commit's WAL lies before that sample's position, as above). The
+// entry is filled as of that time; a row with no such sample, or whose
+// time is already MaxStale old, is read from the primary instead. The
+// sample times are read from Config.Clock, the cache's own clock, so the
+// entries' ages and the samples' are measured alike (with an injected
+// clock, advancing it ages both); the ticker's real time only paces the
+// samples.
+//
 // Memory is bounded: a requirement at or below the highest replay position
 // seen is forgotten into floor, which every trusted answer must reach (a
 // standby does not replay backwards; one that restarted and does, or a
@@ -67,6 +82,34 @@ const DefaultReplicaSampleInterval = 250 * time.Millisecond
 // milliseconds.
 const replicaReadTimeout = time.Second
 
+// After a failed read of the ReadPool, misses read the primary for
+// replicaSkipMin, doubling with each failure in a row up to replicaSkipMax.
+const (
+	replicaSkipMin = time.Second
+	replicaSkipMax = 30 * time.Second
+)
+
+// skipping reports whether misses read around the ReadPool now, after a
+// failure.
+func (r *replica) skipping() bool {
+	until := r.skipUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until
+}
+
+// sampleHistory is how many WAL samples a replica guard keeps to date a
+// standby's rows. Past the newest one they are kept at least
+// MaxStale/(sampleHistory/2) apart, so that they span about twice
+// MaxStale whatever the sampling interval; a standby's row is then dated
+// at most that spacing earlier than it could be (about 1 s at the default
+// 30 s), which only makes its copy re-validate sooner.
+const sampleHistory = 64
+
+// walSample is a sample of the primary's WAL insert position.
+type walSample struct {
+	at  int64  // cache-clock ns, read before the position was
+	lsn uint64 // the position: every commit made before at lies below it
+}
+
 // maxRememberedKeys bounds the invalidated keys a replica guard remembers
 // (about 100 bytes each).
 const maxRememberedKeys = 16384
@@ -83,9 +126,14 @@ type replica struct {
 
 	samples    atomic.Int64 // successful samples (tests)
 	inOutage   atomic.Bool  // a read error was logged and no read has succeeded since
+	skipUntil  atomic.Int64 // unix ns until which misses do not try the ReadPool (after a failure)
+	skipFor    atomic.Int64 // how long the next failure skips it: doubles up to replicaSkipMax
 	sampleFail atomic.Bool  // a sampling error was logged and no sample has succeeded since
 
 	warnedIsolation atomic.Bool // the ReadPool was found not read committed, and it was logged
+
+	clock   func() int64 // the cache clock now: Config.Clock through cache.at
+	spacing int64        // cache-clock ns the samples in history are kept apart, but for the newest
 
 	mu         sync.Mutex         // protects everything below
 	batch      uint64             // the open batch: invalidations heard now go in it
@@ -96,6 +144,7 @@ type replica struct {
 	allLSN     uint64             // the WAL position everything requires (a sampled drop)
 	floor      uint64             // what every trusted answer must have replayed: forgotten requirements
 	replayed   uint64             // the highest replay position a standby reported
+	history    []walSample        // recent samples, oldest first, at most sampleHistory
 }
 
 // newReplica returns the guard of cfg.ReadPool, watching c, or nil when
@@ -112,11 +161,18 @@ func newReplica(cfg Config, primary *pgxpool.Pool, c *cache, counters *counters)
 		counters: counters,
 		pending:  make(map[keyHash]uint64),
 		required: make(map[keyHash]uint64),
+		spacing:  int64(cfg.MaxStale) / (sampleHistory / 2),
+		history:  make([]walSample, 0, sampleHistory),
 		// The cache starts empty, but other instances logged sessions
 		// out before this one listened: nothing the standby says is
 		// trusted before it replayed what the primary had at start.
 		allPending: true,
 	}
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	r.clock = func() int64 { return c.at(clock()) }
 	c.watch = r
 	return r
 }
@@ -129,7 +185,7 @@ func (s *Store) readReplica(ctx context.Context, k keyHash, minVersion int64) (r
 	r := s.replica
 	// A listener that is not alive may have missed invalidations, which
 	// the guard then does not know of.
-	if r == nil || !s.cacheUsable() {
+	if r == nil || !s.cacheUsable() || r.skipping() {
 		return row, false, nil
 	}
 	row, err = r.read(ctx, s.sql.load, k)
@@ -155,6 +211,14 @@ func (s *Store) readReplica(ctx context.Context, k keyHash, minVersion int64) (r
 		ok = true // a logout is never undone: only a newer row could be missing
 	default:
 		ok = current // a logout or write heard here may be missing
+		if ok && !row.replayUnknown && s.cfg.Coherence == CoherenceRevocations {
+			// A save is not heard: the row is only as new as the
+			// standby's replay. Too old to serve, it is read again
+			// from the primary, or a lagging standby would keep
+			// renewing a superseded copy past MaxStale.
+			row.asOf, row.dated = r.dated(row.replay)
+			ok = row.dated && s.cache.at(s.now())-row.asOf < int64(s.cfg.MaxStale)
+		}
 	}
 	if ok {
 		s.counters.replicaReads.Add(1)
@@ -221,6 +285,20 @@ func (r *replica) trust(k keyHash, replay uint64) bool {
 	return true
 }
 
+// dated returns the cache-clock time as of which a standby that had
+// replayed up to replay holds every commit: that of the newest sample at
+// or below replay. ok is false when no sample in the history is.
+func (r *replica) dated(replay uint64) (at int64, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.history) - 1; i >= 0; i-- {
+		if r.history[i].lsn <= replay {
+			return r.history[i].at, true
+		}
+	}
+	return 0, false
+}
+
 // run samples the primary's WAL position every interval until ctx ends.
 func (r *replica) run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
@@ -258,6 +336,7 @@ func (r *replica) sample(ctx context.Context) {
 	r.mu.Unlock()
 
 	var text string
+	at := r.clock() // before the query: every commit made before it lies below the position
 	err := r.primary.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&text)
 	var lsn uint64
 	if err == nil {
@@ -273,15 +352,17 @@ func (r *replica) sample(ctx context.Context) {
 		r.log.Info("pgsession: the primary's WAL position can be read again; replica reads resume")
 	}
 
-	r.record(closed, lsn)
+	r.record(closed, lsn, at)
 }
 
 // record makes lsn, read after batch closed was closed, what the
-// invalidations of that batch and earlier ones require, and forgets what
-// every trusted answer reaches anyway.
-func (r *replica) record(closed, lsn uint64) {
+// invalidations of that batch and earlier ones require, forgets what
+// every trusted answer reaches anyway, and keeps lsn, read after the cache
+// clock said at, in the history.
+func (r *replica) record(closed, lsn uint64, at int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.remember(walSample{at: at, lsn: lsn})
 	for k, b := range r.pending {
 		if b <= closed {
 			delete(r.pending, k)
@@ -303,6 +384,22 @@ func (r *replica) record(closed, lsn uint64) {
 		r.allLSN = 0
 	}
 	r.samples.Add(1)
+}
+
+// remember adds s to the history. The newest sample is replaced while it
+// is less than spacing after the one before it; past sampleHistory the
+// oldest is forgotten.
+func (r *replica) remember(s walSample) {
+	n := len(r.history)
+	switch {
+	case n >= 2 && r.history[n-1].at-r.history[n-2].at < r.spacing:
+		r.history[n-1] = s
+	case n == sampleHistory:
+		copy(r.history, r.history[1:])
+		r.history[n-1] = s
+	default:
+		r.history = append(r.history, s)
+	}
 }
 
 func (r *replica) sampleFailed(ctx context.Context, err error) {
@@ -357,6 +454,8 @@ type replicaRow struct {
 	replay        uint64
 	replayUnknown bool // pg_last_wal_replay_lsn() was NULL: the ReadPool is not in recovery
 	snapshotLater bool // the row's snapshot was taken after replay was read (read committed)
+	dated         bool // asOf is set: the row is known current only as of then (CoherenceRevocations)
+	asOf          int64
 }
 
 // read reads k from the standby, with the position it had replayed before
@@ -421,6 +520,12 @@ func (r *replica) isolationWarning(isolation string) {
 // failed; the primary is read instead.
 func (r *replica) failed(err error) {
 	r.counters.replicaErrors.Add(1)
+	// A standby that fails, or hangs until replicaReadTimeout, is not
+	// tried by every miss: they read the primary for a while, longer
+	// after each failure in a row.
+	d := min(max(time.Duration(r.skipFor.Load()), replicaSkipMin), replicaSkipMax)
+	r.skipFor.Store(int64(min(2*d, replicaSkipMax)))
+	r.skipUntil.Store(time.Now().Add(d).UnixNano())
 	if r.inOutage.CompareAndSwap(false, true) {
 		r.log.Warn("pgsession: reading the ReadPool failed; cache misses read the primary until it answers again", "err", err)
 	}
@@ -428,6 +533,9 @@ func (r *replica) failed(err error) {
 
 // succeeded ends an outage of the standby, if one was logged.
 func (r *replica) succeeded() {
+	if r.skipFor.Load() != 0 {
+		r.skipFor.Store(0)
+	}
 	if r.inOutage.Load() && r.inOutage.CompareAndSwap(true, false) {
 		r.log.Info("pgsession: the ReadPool answers again")
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -343,6 +345,93 @@ func TestReplica(t *testing.T) {
 		}
 	})
 
+	// Under CoherenceRevocations saves are quiet, so B hears nothing that
+	// would make it distrust the standby. A copy B reads from the standby
+	// is only as new as the standby's replay: its MaxStale counts from the
+	// newest WAL sample the standby had replayed, not from the read. So
+	// with replay paused, a re-validation past MaxStale reads the primary,
+	// every time, instead of renewing the superseded copy from the standby
+	// (which would serve an older cookie the older version forever). Once
+	// the standby catches up it answers re-validations again.
+	t.Run("RevocationsMaxStaleCountsFromReplay", func(t *testing.T) {
+		const maxStale = time.Minute
+		clk := newClock()
+		a, b := p.stores(t, pgsession.Config{Coherence: pgsession.CoherenceRevocations, MaxStale: maxStale,
+			Clock: clk.Now, ScavengeInterval: -1}, nil)
+		sess, c1 := login(t, a, map[any]any{"n": 1})
+		p.caughtUp(t)
+		if got := get(t, b, c1).Values["n"]; got != 1 {
+			t.Fatalf("B read n=%v", got)
+		}
+		resume := p.pauseReplay(t)
+		sess.Values["n"] = 2
+		save(t, a, sess) // quiet: B hears nothing
+		n := pgsession.ReplicaSamples(b)
+		waitFor(t, "B to sample after the save", func() bool { return pgsession.ReplicaSamples(b) >= n+2 })
+		for i := 1; i <= 3; i++ {
+			clk.Advance(maxStale) // B's copy, whichever it is, is MaxStale old
+			before := b.Stats()
+			got := get(t, b, c1).Values["n"] // a client still holding the older cookie
+			after := b.Stats()
+			if got != 2 {
+				t.Fatalf("%d x MaxStale after the save, with the standby paused before it, B serves the older cookie n=%v, want 2", i, got)
+			}
+			if after.Revalidations != before.Revalidations+1 || after.ReplicaFallbacks != before.ReplicaFallbacks+1 ||
+				after.ReplicaReads != before.ReplicaReads {
+				t.Fatalf("%d x MaxStale: revalidations +%d, replica reads +%d, fallbacks +%d; want one re-validation read around the standby", i,
+					after.Revalidations-before.Revalidations, after.ReplicaReads-before.ReplicaReads, after.ReplicaFallbacks-before.ReplicaFallbacks)
+			}
+		}
+		// Caught up, and past a sample B took at its clock's now: the
+		// standby's row is current, and answers the next re-validation.
+		resume()
+		clk.Advance(maxStale)
+		n = pgsession.ReplicaSamples(b)
+		waitFor(t, "B to sample at its clock's now", func() bool { return pgsession.ReplicaSamples(b) >= n+2 })
+		p.caughtUp(t)
+		before := b.Stats()
+		if got := get(t, b, c1).Values["n"]; got != 2 {
+			t.Fatalf("after catching up: B serves n=%v", got)
+		}
+		if after := b.Stats(); after.Revalidations != before.Revalidations+1 || after.ReplicaReads != before.ReplicaReads+1 {
+			t.Fatalf("after catching up: revalidations +%d, replica reads +%d; want the re-validation answered by the standby",
+				after.Revalidations-before.Revalidations, after.ReplicaReads-before.ReplicaReads)
+		}
+	})
+
+	// The same on the real clock (Config.Clock unset), as a reviewer found
+	// it: the standby answers under CoherenceRevocations while it keeps up,
+	// and past MaxStale of lag it no longer does.
+	t.Run("RevocationsLaggingStandbyRealClock", func(t *testing.T) {
+		const maxStale = 300 * time.Millisecond
+		a, b := p.stores(t, pgsession.Config{Coherence: pgsession.CoherenceRevocations, MaxStale: maxStale}, nil)
+		var sess *sessions.Session
+		var c1 *http.Cookie
+		waitFor(t, "a miss answered by the standby", func() bool {
+			sess, c1 = login(t, a, map[any]any{"n": 1})
+			p.caughtUp(t)
+			before := b.Stats().ReplicaReads
+			if got := get(t, b, c1).Values["n"]; got != 1 {
+				t.Fatalf("B read n=%v", got)
+			}
+			return b.Stats().ReplicaReads > before
+		})
+		p.pauseReplay(t)
+		sess.Values["n"] = 2
+		save(t, a, sess) // quiet: B hears nothing
+		for i := 1; i <= 2; i++ {
+			time.Sleep(maxStale + 100*time.Millisecond)
+			before := b.Stats()
+			got := get(t, b, c1).Values["n"] // a client still holding the older cookie
+			after := b.Stats()
+			if got != 2 {
+				t.Fatalf("%v after the save (MaxStale %v), B serves the older cookie n=%v (revalidations +%d, replica reads +%d, fallbacks +%d)",
+					time.Duration(i)*(maxStale+100*time.Millisecond), maxStale, got, after.Revalidations-before.Revalidations,
+					after.ReplicaReads-before.ReplicaReads, after.ReplicaFallbacks-before.ReplicaFallbacks)
+			}
+		}
+	})
+
 	// With replay running and a cold cache, a miss is answered by the
 	// standby once it replayed past what B has heard; Stats counts the
 	// miss against the pool that answered it.
@@ -434,10 +523,22 @@ func TestReadPoolErrors(t *testing.T) {
 			t.Fatalf("B read n=%v, want %d", got, i)
 		}
 	}
+	// The first failure sends the next misses to the primary for a
+	// second, without trying the ReadPool.
 	st := b.Stats()
-	if st.ReplicaErrors != 3 || st.ReplicaReads != 0 || st.Errors != 0 {
-		t.Fatalf("stats %+v: want 3 replica errors, read around", st)
+	if st.ReplicaErrors != 1 || st.ReplicaReads != 0 || st.Errors != 0 || st.Loads != 3 {
+		t.Fatalf("stats %+v: want 1 replica error, 3 loads read around", st)
 	}
+	// Then it is tried again.
+	n := 3
+	waitFor(t, "the ReadPool to be tried again", func() bool {
+		_, c := login(t, a, map[any]any{"n": n})
+		if got := get(t, b, c).Values["n"]; got != n {
+			t.Fatalf("B read n=%v, want %d", got, n)
+		}
+		n++
+		return b.Stats().ReplicaErrors == 2
+	})
 	if n := logs.count(slog.LevelWarn, "ReadPool"); n != 1 {
 		t.Fatalf("%d warnings about the ReadPool, want one per outage", n)
 	}
