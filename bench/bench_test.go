@@ -403,3 +403,18 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 }
+
+// TestGoalsOfAPartialRun: a run of some scenarios only (-only) judges the
+// goals of the others as not measured, instead of failing.
+func TestGoalsOfAPartialRun(t *testing.T) {
+	r := &report{}
+	r.computeGoals()
+	if len(r.Goals) == 0 {
+		t.Fatal("no goals listed")
+	}
+	for _, g := range r.Goals {
+		if g.Met != "n/a" {
+			t.Errorf("goal %q judged %q with nothing measured", g.Name, g.Met)
+		}
+	}
+}

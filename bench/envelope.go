@@ -151,6 +151,9 @@ func (r *envelopeResult) point(mode string, requested int) *envelopePoint {
 
 // counts returns the requested counts, in order.
 func (r *envelopeResult) counts() []int {
+	if r == nil {
+		return nil
+	}
 	var ns []int
 	for _, p := range r.Points {
 		if !slices.Contains(ns, p.Requested) {
@@ -163,6 +166,9 @@ func (r *envelopeResult) counts() []int {
 // at returns the point of mode whose listeners were n, or the nearest
 // below it: the point a goal "at n listeners" is judged on.
 func (r *envelopeResult) at(mode string, n int) *envelopePoint {
+	if r == nil {
+		return nil
+	}
 	var best *envelopePoint
 	for _, p := range r.Points {
 		if p.Mode == mode && p.listeners() <= n && (best == nil || p.listeners() > best.listeners()) {
