@@ -63,7 +63,7 @@ type hub struct {
 	attempts uint64                  // connection attempts begun
 	failedAt uint64                  // the attempt that failed last
 	sleeping bool                    // the reader waits out a reconnect backoff
-	retry    chan struct{}           // a listener joined during the backoff: try now
+	retry    chan struct{}           // a listener joined after the current attempt began: do not back off
 	byChan   atomic.Pointer[chanMap] // channel → listeners, read without the lock by the reader
 
 	cancel context.CancelFunc
@@ -125,8 +125,9 @@ func (h *hub) add(l *listener) uint64 {
 		return h.attempts
 	}
 	h.wakeLocked()
-	if h.sleeping {
-		// A new Store should not wait for a backoff of up to 30 s.
+	if h.conn == nil {
+		// A new Store should not wait for a backoff of up to 30 s: the
+		// next attempt, if this one fails, follows at once.
 		select {
 		case h.retry <- struct{}{}:
 		default:
@@ -188,17 +189,16 @@ func (h *hub) wakeLocked() {
 
 // hangUp closes connection gen under the reader, which then reconnects. A
 // listener that has not heard its probes within its lease calls it; the
-// generation keeps a late caller from closing the next connection. While
-// another listener on it is alive, the connection demonstrably hears the
-// pool: the late one (a slow applier, a short lease) stays DOWN, serving
-// no cache, instead of taking every other Store's cache down with it.
+// generation keeps a late caller from closing the next connection. When
+// the reader still delivers the caller's probes, within its lease and on
+// this connection, the connection hears the pool and only the caller's
+// applier is late: it stays DOWN, serving no cache, instead of taking
+// every other Store's cache down with it.
 func (h *hub) hangUp(gen uint64, from *listener) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for l := range h.subs {
-		if l != from && l.alive() {
-			return
-		}
+	if from.deliveredLately() {
+		return
 	}
 	if h.conn != nil && h.gen == gen {
 		_ = h.conn.PgConn().Conn().Close()
@@ -230,14 +230,6 @@ func (h *hub) failedSince(after uint64) error {
 		return h.lastErr
 	}
 	return nil
-}
-
-// lastError is why the last connection attempt failed; nil once one
-// succeeded.
-func (h *hub) lastError() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.lastErr
 }
 
 // checker returns one of the hub's listeners, whose pool checks a new
@@ -279,11 +271,11 @@ func (h *hub) run(ctx context.Context) {
 			h.sleeping = false
 			h.mu.Unlock()
 		}
+		h.mu.Lock()
 		select {
-		case <-h.retry: // this attempt answers it
+		case <-h.retry: // this attempt answers the joins so far
 		default:
 		}
-		h.mu.Lock()
 		h.attempts++
 		attempt := h.attempts
 		h.mu.Unlock()

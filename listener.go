@@ -125,6 +125,18 @@ type listener struct {
 	echoes echoes // deletes waiting to hear their own notification
 
 	inOutage atomic.Bool // an outage was logged and has not ended
+
+	delivered atomic.Int64 // mono ns sent of the latest own probe the hub's reader handed over
+}
+
+// deliveredLately reports whether the hub's reader handed over one of this
+// listener's probes within the lease, on the current connection.
+func (l *listener) deliveredLately() bool {
+	l.mu.Lock()
+	since := l.listenedAt
+	l.mu.Unlock()
+	d := l.delivered.Load()
+	return since > 0 && d >= since && l.mono()-d < int64(l.lease)
 }
 
 // outageBegins logs, once per outage, that reads bypass the cache.
@@ -413,8 +425,8 @@ func (l *listener) start(ctx context.Context, pool *pgxpool.Pool, connString str
 		case <-heard.C:
 			err = notHeard(l.channel, min(l.lease, verifyTimeout))
 		case <-bound.C:
-			if err = h.lastError(); err == nil {
-				err = notHeard(l.channel, l.lease+2*verifyTimeout)
+			if err = h.failedSince(joined); err == nil {
+				err = fmt.Errorf("no listening connection within %v: an attempt to connect is still under way", l.lease+2*verifyTimeout)
 			}
 		}
 		h.leave(l)
@@ -469,9 +481,14 @@ func (l *listener) deliver(p string) {
 	}
 	// A probe that brings the listener UP needs nothing applied before it:
 	// the cache is empty (New) or is dropped as it comes UP.
-	if sent, ok := l.ownProbe(p); ok && ListenerState(l.state.Load()) != ListenerUp {
-		l.proofAt(sent)
-		return
+	if sent, ok := l.ownProbe(p); ok {
+		if sent <= l.mono() && sent > l.delivered.Load() {
+			l.delivered.Store(sent) // only the reader stores it
+		}
+		if ListenerState(l.state.Load()) != ListenerUp {
+			l.proofAt(sent)
+			return
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -93,8 +93,15 @@ const (
 // failure.
 func (r *replica) skipping() bool {
 	until := r.skipUntil.Load()
-	return until != 0 && time.Now().UnixNano() < until
+	return until != 0 && monoNow() < until
 }
+
+// monoStart is the origin of monoNow.
+var monoStart = time.Now()
+
+// monoNow is the monotonic time, in ns since monoStart: a step of the
+// wall clock does not lengthen or shorten a skip.
+func monoNow() int64 { return int64(time.Since(monoStart)) }
 
 // sampleHistory is how many WAL samples a replica guard keeps to date a
 // standby's rows. Past the newest one they are kept at least
@@ -126,7 +133,7 @@ type replica struct {
 
 	samples    atomic.Int64 // successful samples (tests)
 	inOutage   atomic.Bool  // a read error was logged and no read has succeeded since
-	skipUntil  atomic.Int64 // unix ns until which misses do not try the ReadPool (after a failure)
+	skipUntil  atomic.Int64 // monoNow until which misses do not try the ReadPool (after a failure)
 	skipFor    atomic.Int64 // how long the next failure skips it: doubles up to replicaSkipMax
 	sampleFail atomic.Bool  // a sampling error was logged and no sample has succeeded since
 
@@ -523,9 +530,14 @@ func (r *replica) failed(err error) {
 	// A standby that fails, or hangs until replicaReadTimeout, is not
 	// tried by every miss: they read the primary for a while, longer
 	// after each failure in a row.
-	d := min(max(time.Duration(r.skipFor.Load()), replicaSkipMin), replicaSkipMax)
-	r.skipFor.Store(int64(min(2*d, replicaSkipMax)))
-	r.skipUntil.Store(time.Now().Add(d).UnixNano())
+	// Only the first failure after a skip ended doubles it: the misses in
+	// flight with it fail for the same reason.
+	if until, now := r.skipUntil.Load(), monoNow(); until == 0 || now >= until {
+		d := min(max(time.Duration(r.skipFor.Load()), replicaSkipMin), replicaSkipMax)
+		if r.skipUntil.CompareAndSwap(until, now+int64(d)) {
+			r.skipFor.Store(int64(min(2*d, replicaSkipMax)))
+		}
+	}
 	if r.inOutage.CompareAndSwap(false, true) {
 		r.log.Warn("pgsession: reading the ReadPool failed; cache misses read the primary until it answers again", "err", err)
 	}
