@@ -62,7 +62,6 @@ type hub struct {
 	lastErr  error                   // why the last attempt failed; nil once one succeeded
 	attempts uint64                  // connection attempts begun
 	failedAt uint64                  // the attempt that failed last
-	sleeping bool                    // the reader waits out a reconnect backoff
 	retry    chan struct{}           // a listener joined after the current attempt began: do not back off
 	byChan   atomic.Pointer[chanMap] // channel → listeners, read without the lock by the reader
 
@@ -255,9 +254,6 @@ func (h *hub) run(ctx context.Context) {
 			// Full jitter over the upper half, so a fleet does not
 			// reconnect in step.
 			t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-			h.mu.Lock()
-			h.sleeping = true
-			h.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -267,9 +263,6 @@ func (h *hub) run(ctx context.Context) {
 				t.Stop()
 				backoff = backoffMin
 			}
-			h.mu.Lock()
-			h.sleeping = false
-			h.mu.Unlock()
 		}
 		h.mu.Lock()
 		select {
