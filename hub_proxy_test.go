@@ -116,10 +116,7 @@ func TestNewJoiningDuringAnAttemptDoesNotWaitOutTheBackoff(t *testing.T) {
 	t.Parallel()
 	url, p := newHoldProxy(t)
 	pool := newPool(t, testDB.url)
-	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgB.Table += "_b"
-	cfgA.ListenConnString, cfgB.ListenConnString = url, url
-	cfgA.ListenLease, cfgB.ListenLease = 400*time.Millisecond, 400*time.Millisecond
+	cfgA, cfgB := listeningThrough(t, url, 400*time.Millisecond, 400*time.Millisecond)
 	logs := &logCounter{}
 	cfgA.Logger = slog.New(logs)
 	newStore(t, pool, cfgA)
@@ -158,10 +155,7 @@ func TestShortLeaseDoesNotWaitForALongOne(t *testing.T) {
 	t.Parallel()
 	url, p := newHoldProxy(t)
 	pool := newPool(t, testDB.url)
-	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgB.Table += "_b"
-	cfgA.ListenConnString, cfgB.ListenConnString = url, url
-	cfgA.ListenLease, cfgB.ListenLease = 400*time.Millisecond, 6*time.Second
+	cfgA, cfgB := listeningThrough(t, url, 400*time.Millisecond, 6*time.Second)
 	a := newStore(t, pool, cfgA)
 	newStore(t, pool, cfgB)
 	p.silenceAll()

@@ -23,6 +23,16 @@ func listeningConnections(t *testing.T, name string) int {
 	return n
 }
 
+// listeningThrough returns the configs of two Stores on tables of their
+// own that listen through url, with the leases given.
+func listeningThrough(t *testing.T, url string, leaseA, leaseB time.Duration) (a, b pgsession.Config) {
+	t.Helper()
+	a, b = testConfig(t), testConfig(t)
+	a.ListenConnString, b.ListenConnString = url, url
+	a.ListenLease, b.ListenLease = leaseA, leaseB
+	return a, b
+}
+
 // TestStoresOnOnePoolShareOneListener: two Stores of one process on one
 // pool, on two tables, hold one listening connection between them; both
 // stay coherent with another instance, and closing one leaves the other
@@ -30,7 +40,6 @@ func listeningConnections(t *testing.T, name string) int {
 func TestStoresOnOnePoolShareOneListener(t *testing.T) {
 	t.Parallel()
 	cfg1, cfg2 := testConfig(t), testConfig(t)
-	cfg2.Table += "_2"
 	pool, other := newPool(t, testDB.url), newPool(t, testDB.url)
 	a := newStore(t, pool, cfg1) // this process: two tables
 	b := newStore(t, pool, cfg2)
@@ -91,7 +100,6 @@ func TestStoresOnOnePoolShareOneListener(t *testing.T) {
 func TestSharedListenerLost(t *testing.T) {
 	t.Parallel()
 	cfg1, cfg2 := testConfig(t), testConfig(t)
-	cfg2.Table += "_2"
 	pool := newPool(t, testDB.url)
 	a, b := newStore(t, pool, cfg1), newStore(t, pool, cfg2)
 	_, ca := login(t, a, map[any]any{"n": 1})
@@ -125,7 +133,6 @@ func TestSharedListenerLost(t *testing.T) {
 func TestSlowStoreDoesNotHangUpTheOthers(t *testing.T) {
 	t.Parallel()
 	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgB.Table += "_b"
 	var armed atomic.Bool
 	hold := make(chan struct{})
 	cfgA = pgsession.WithHandoff(cfgA, 1000, func() {
@@ -181,10 +188,7 @@ func TestNewDoesNotWaitForTheHubsBackoff(t *testing.T) {
 	t.Parallel()
 	url, proxy := proxiedURL(t)
 	pool := newPool(t, testDB.url)
-	cfgA, cfgB := testConfig(t), testConfig(t)
-	cfgB.Table += "_b"
-	cfgA.ListenConnString, cfgB.ListenConnString = url, url
-	cfgA.ListenLease, cfgB.ListenLease = 400*time.Millisecond, 400*time.Millisecond
+	cfgA, cfgB := listeningThrough(t, url, 400*time.Millisecond, 400*time.Millisecond)
 	logs := &logCounter{}
 	cfgA.Logger = slog.New(logs)
 	a := newStore(t, pool, cfgA)
