@@ -122,7 +122,7 @@ func (s *Store) renew(ctx context.Context, w http.ResponseWriter, session *sessi
 	s.counters.saves.Add(1)
 	s.cache.add(k, s.newEntry(data, version, now, time.Duration(remainingUS)*time.Microsecond, lifetime), rt)
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, version)
+	return s.setCookie(w, nil, session, opts, tok, version)
 }
 
 // Len returns the number of sessions that have not expired.

@@ -402,15 +402,67 @@ func cookiePayload(payload []byte) (tok token, version int64, err error) {
 	return tok, int64(v), nil
 }
 
-// setCookie sets the cookie for tok at version.
-func (s *Store) setCookie(w http.ResponseWriter, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
+// setCookie sets the cookie for tok at version. When the request's
+// cookie, v if not nil, is exactly that cookie, signed by the current key
+// pair, its value is set again instead of a new signature: it verifies the
+// same (securecookie's timestamp is not checked).
+func (s *Store) setCookie(w http.ResponseWriter, v *verified, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
 	name := session.Name()
+	if v != nil && v.primary && v.version == version && v.tok == tok && v.name == name {
+		s.writeCookie(w, name, v.value, opts)
+		return nil
+	}
 	value, err := s.signCookie(name, tok, version)
 	if err != nil {
 		return err
 	}
-	http.SetCookie(w, sessions.NewCookie(name, value, opts))
+	s.writeCookie(w, name, value, opts)
 	return nil
+}
+
+// writeCookie adds the Set-Cookie header that
+// http.SetCookie(w, sessions.NewCookie(name, value, opts)) adds, for a
+// value this store signed (padded base64url, which net/http neither
+// quotes nor changes). What follows name=value depends only on the name,
+// the options and, for the Expires of a MaxAge, the second: it is rendered
+// by net/http once per change of those and reused.
+func (s *Store) writeCookie(w http.ResponseWriter, name, value string, opts *sessions.Options) {
+	s.writeCookieAt(w, name, value, opts, time.Now()) // the clock NewCookie reads
+}
+
+func (s *Store) writeCookieAt(w http.ResponseWriter, name, value string, opts *sessions.Options, now time.Time) {
+	a := s.attrs.Load()
+	if a == nil || a.opts != *opts || a.name != name || (opts.MaxAge > 0 && a.sec != now.Unix()) {
+		a = newCookieAttrs(name, opts, now)
+		s.attrs.Store(a)
+	}
+	if !a.ok {
+		return // net/http sets no cookie with this name
+	}
+	h := w.Header() // as Header.Add, with the key already canonical
+	h["Set-Cookie"] = append(h["Set-Cookie"], name+"="+value+a.suffix)
+}
+
+// cookieAttrs is the part of a Set-Cookie header after name=value, as
+// net/http renders it for a cookie of one name and options, at one second.
+type cookieAttrs struct {
+	opts   sessions.Options
+	name   string
+	sec    int64 // Unix second the Expires of a MaxAge was rendered for
+	suffix string
+	ok     bool // false: the name is not one net/http sets a cookie of
+}
+
+func newCookieAttrs(name string, opts *sessions.Options, now time.Time) *cookieAttrs {
+	c := sessions.NewCookie(name, "v", opts)
+	if opts.MaxAge > 0 {
+		c.Expires = now.Add(time.Duration(opts.MaxAge) * time.Second)
+	}
+	a := &cookieAttrs{opts: *opts, name: name, sec: now.Unix()}
+	if str := c.String(); str != "" && strings.HasPrefix(str, name+"=v") {
+		a.suffix, a.ok = str[len(name)+2:], true
+	}
+	return a
 }
 
 // signCookie returns the cookie value for tok at version, signed (and
@@ -456,8 +508,10 @@ func (s *Store) decodeCookie(name, value string) (tok token, version int64, prim
 // requestCookie returns the value of the request's first cookie called
 // name, as r.Cookie does, without parsing (and allocating) every other
 // cookie of the header. The value is a substring of the header: it must
-// not be kept beyond the request.
-func requestCookie(r *http.Request, name string) (string, bool) {
+// not be kept beyond the request. A value the memo holds is valid (it
+// verified), so it is returned, with what it carries, without checking its
+// bytes again.
+func requestCookie(r *http.Request, name string, memo *cookieMemo) (string, *verified, bool) {
 	for _, line := range r.Header["Cookie"] {
 		for len(line) > 0 {
 			var part string
@@ -471,13 +525,16 @@ func requestCookie(r *http.Request, name string) (string, bool) {
 			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
 				v = v[1 : len(v)-1]
 			}
+			if m := memo.get(name, v); m != nil {
+				return v, m, true
+			}
 			if !validCookieValue(v) {
 				continue // net/http skips it, and may find a later one
 			}
-			return v, true
+			return v, nil, true
 		}
 	}
-	return "", false
+	return "", nil, false
 }
 
 // validCookieValue reports whether net/http would accept v as a cookie

@@ -122,7 +122,10 @@ func WithHandoff(cfg Config, size int, hook func()) Config {
 }
 
 // RequestCookie exposes the store's cookie lookup.
-func RequestCookie(r *http.Request, name string) (string, bool) { return requestCookie(r, name) }
+func RequestCookie(r *http.Request, name string) (string, bool) {
+	v, _, ok := requestCookie(r, name, nil)
+	return v, ok
+}
 
 // KeyHash returns the key hash of the session with the given ID.
 func KeyHash(id string) []byte {

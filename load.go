@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -112,6 +113,22 @@ func (s *Store) load(ctx context.Context, k keyHash, minVersion int64) (*entry, 
 		s.touches.scheduleLoaded(k, start) // a read is activity (IdleTimeout)
 	}
 	return &e, nil
+}
+
+// decodeValues decodes data, served to the cookie v, into
+// session.Values. From the cookie's second request on (hit), the memo keeps
+// the decoded values of small sessions, and copies them.
+func (s *Store) decodeValues(session *sessions.Session, v *verified, hit bool, data []byte) error {
+	if hit {
+		values, done, err := s.values(v, data)
+		if done {
+			if values != nil {
+				session.Values = values
+			}
+			return err
+		}
+	}
+	return s.deserialize(data, session.Values)
 }
 
 // deserialize decodes a cache entry's data. DefaultSerializer's strings

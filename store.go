@@ -28,7 +28,9 @@ type Store struct {
 	pool     *pgxpool.Pool
 	cfg      Config
 	codecs   []securecookie.Codec
-	cache    *cache // nil when disabled
+	cache    *cache      // nil when disabled
+	memo     *cookieMemo // nil when the cache is disabled
+	attrs    atomic.Pointer[cookieAttrs]
 	flight   flight
 	listener *listener  // nil when the cache is disabled
 	purger   *purger    // nil when automatic purging is off
@@ -71,11 +73,18 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if _, err := rand.Read(o[:]); err != nil {
 		return nil, fmt.Errorf("generate origin id: %w", err)
 	}
+	// The memo of verified cookies takes its bytes from the cache's.
+	memo := newCookieMemo(memoSlots(cfg.CacheSize, cfg.CacheBytes))
+	cacheBytes := cfg.CacheBytes
+	if cacheBytes > 0 {
+		cacheBytes -= memo.bytes()
+	}
 	s := &Store{
 		pool:   pool,
 		cfg:    cfg,
 		codecs: newCodecs(cfg.KeyPairs),
-		cache:  newCache(cfg.CacheSize, cfg.CacheBytes, cfg.Clock()),
+		memo:   memo,
+		cache:  newCache(cfg.CacheSize, cacheBytes, cfg.Clock()),
 		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table, cfg.shape()),
 		log:    cfg.Logger,
@@ -174,17 +183,20 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	if s.closed.Load() {
 		return session, ErrClosed
 	}
-	value, found := requestCookie(r, name)
+	value, v, found := requestCookie(r, name, s.memo)
 	if !found {
 		return session, nil
 	}
-	tok, version, _, ok := s.decodeCookie(name, value)
-	if !ok {
-		s.counters.invalid.Add(1)
-		return session, nil
+	hit := v != nil // not the cookie's first request here
+	if !hit {
+		var ok bool
+		if v, ok = s.verify(name, value); !ok {
+			s.counters.invalid.Add(1)
+			return session, nil
+		}
 	}
-	k := sha256.Sum256(tok[:])
-	e, ok, err := s.lookup(r.Context(), k, version)
+	k := v.k
+	e, ok, err := s.lookup(r.Context(), k, v.version)
 	if err != nil {
 		s.counters.errors.Add(1)
 		return session, fmt.Errorf("load session: %w", err)
@@ -192,7 +204,7 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 	if !ok || e.dead {
 		return session, nil
 	}
-	if err := s.deserialize(e.data, session.Values); err != nil {
+	if err := s.decodeValues(session, v, hit, e.data); err != nil {
 		clear(session.Values)
 		s.counters.errors.Add(1)
 		s.log.Error("pgsession: stored session cannot be decoded", "key_hash", fmt.Sprintf("%x", k[:8]), "err", err)
@@ -201,7 +213,7 @@ func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
 		}
 		return session, fmt.Errorf("load session: %w", err)
 	}
-	session.ID = tok.String()
+	session.ID = v.id
 	session.IsNew = false
 	return session, nil
 }
@@ -219,40 +231,62 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, session *sessions.S
 		return ErrClosed
 	}
 	defer s.writes.leave()
-	ctx, cancel := s.writeContext(r.Context())
-	defer cancel()
 	opts := session.Options
 	if opts == nil {
 		opts = s.cfg.Cookie
 	}
 	if opts.MaxAge < 0 {
+		ctx, cancel := s.writeContext(r.Context())
+		defer cancel()
 		return s.delete(ctx, w, session, opts)
 	}
-	if err := s.save(ctx, r, w, session, opts); err != nil {
+	if err := s.save(r, w, session, opts); err != nil {
 		s.counters.errors.Add(1)
 		return fmt.Errorf("save session: %w", err)
 	}
 	return nil
 }
 
-func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
+// save writes session unless the cache proves the row already holds it
+// (then it only sets the cookie); the write, and only the write, runs
+// under the write context.
+func (s *Store) save(r *http.Request, w http.ResponseWriter, session *sessions.Session, opts *sessions.Options) error {
 	meta, err := s.rowMeta(r, session)
 	if err != nil {
 		return err
 	}
-	data, err := s.encode(session)
-	if err != nil {
-		return err
+	// The request's cookie, when it is this session's: what the memo
+	// remembers of it spares hashing the token, encoding values it was
+	// served unchanged, and signing the cookie again.
+	var v *verified
+	if session.ID != "" {
+		if _, v, _ = requestCookie(r, session.Name(), s.memo); v != nil && v.id != session.ID {
+			v = nil
+		}
 	}
 	var tok token
-	if session.ID == "" {
+	var k keyHash
+	switch {
+	case v != nil:
+		tok, k = v.tok, v.k
+	case session.ID == "":
 		if tok, err = newToken(); err != nil {
 			return err
 		}
-	} else if tok, err = parseToken(session.ID); err != nil {
-		return err
+		k = sha256.Sum256(tok[:])
+	default:
+		if tok, err = parseToken(session.ID); err != nil {
+			return err
+		}
+		k = sha256.Sum256(tok[:])
 	}
-	k := sha256.Sum256(tok[:])
+	e, cached := s.cache.peek(k)
+	data := s.servedUnchanged(v, e, cached, session.Values)
+	if data == nil {
+		if data, err = s.encode(session); err != nil {
+			return err
+		}
+	}
 	lifetime, err := s.cfg.rowLifetime(opts.MaxAge)
 	if err != nil {
 		return err
@@ -264,13 +298,16 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 	// (under CoherenceRevocations, within MaxStale). An entry older than
 	// MaxStale (CoherenceRevocations) is not trusted to skip the write: the
 	// refresh, which checks the version, validates it.
-	if e, ok := s.cache.peek(k); ok && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
-		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime)) {
-		if s.current(e, now) && (e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime)))) {
-			s.cache.touch(k, e.version, now)
-			s.counters.skipped.Add(1)
-			return s.setCookie(w, session, opts, tok, e.version)
-		}
+	same := cached && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
+		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime))
+	if same && s.current(e, now) && (e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime)))) {
+		s.cache.touch(k, e.version, now)
+		s.counters.skipped.Add(1)
+		return s.setCookie(w, v, session, opts, tok, e.version)
+	}
+	ctx, cancel := s.writeContext(r.Context())
+	defer cancel()
+	if same {
 		rt := s.cache.begin(k)
 		// An invalidation applied between the peek and begin left no trace
 		// for add to see (nothing was in flight): make sure the entry is
@@ -289,7 +326,7 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 		if ok {
 			s.counters.refreshes.Add(1)
 			s.cache.add(k, s.newEntry(e.data, e.version, now, remaining, lifetime), rt)
-			return s.setCookie(w, session, opts, tok, e.version)
+			return s.setCookie(w, v, session, opts, tok, e.version)
 		}
 		// The row changed or vanished since it was cached: write it whole.
 	}
@@ -318,7 +355,7 @@ func (s *Store) save(ctx context.Context, r *http.Request, w http.ResponseWriter
 		s.cache.add(k, s.newEntry(data, res.version, now, res.remaining, lifetime), rt)
 	}
 	session.ID = tok.String()
-	return s.setCookie(w, session, opts, tok, res.version)
+	return s.setCookie(w, nil, session, opts, tok, res.version)
 }
 
 // delete is Save with MaxAge < 0: it deletes the session and expires the
