@@ -409,7 +409,7 @@ func cookiePayload(payload []byte) (tok token, version int64, err error) {
 func (s *Store) setCookie(w http.ResponseWriter, v *verified, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
 	name := session.Name()
 	if v != nil && v.primary && v.version == version && v.tok == tok && v.name == name {
-		s.writeCookie(w, name, v.value, opts)
+		s.writeSameCookie(w, v, opts)
 		return nil
 	}
 	value, err := s.signCookie(name, tok, version)
@@ -431,16 +431,49 @@ func (s *Store) writeCookie(w http.ResponseWriter, name, value string, opts *ses
 }
 
 func (s *Store) writeCookieAt(w http.ResponseWriter, name, value string, opts *sessions.Options, now time.Time) {
+	if a := s.cookieAttrs(name, opts, now); a.ok {
+		addSetCookie(w, name+"="+value+a.suffix)
+	}
+}
+
+// writeSameCookie sets the request's own cookie v again: the whole header
+// is kept with v, and made again only when the attributes change.
+func (s *Store) writeSameCookie(w http.ResponseWriter, v *verified, opts *sessions.Options) {
+	a := s.cookieAttrs(v.name, opts, time.Now())
+	if !a.ok {
+		return
+	}
+	h := v.header.Load()
+	if h == nil || h.attrs != a {
+		h = &setCookie{attrs: a, header: v.name + "=" + v.value + a.suffix}
+		v.header.Store(h)
+	}
+	addSetCookie(w, h.header)
+}
+
+// setCookie is a cookie's whole Set-Cookie header, with the attributes it
+// was made with.
+type setCookie struct {
+	attrs  *cookieAttrs
+	header string
+}
+
+// addSetCookie adds a Set-Cookie header as Header.Add does, its key being
+// canonical already.
+func addSetCookie(w http.ResponseWriter, header string) {
+	h := w.Header()
+	h["Set-Cookie"] = append(h["Set-Cookie"], header)
+}
+
+// cookieAttrs returns the attributes of a cookie called name with opts,
+// rendered at now.
+func (s *Store) cookieAttrs(name string, opts *sessions.Options, now time.Time) *cookieAttrs {
 	a := s.attrs.Load()
 	if a == nil || a.opts != *opts || a.name != name || (opts.MaxAge > 0 && a.sec != now.Unix()) {
 		a = newCookieAttrs(name, opts, now)
 		s.attrs.Store(a)
 	}
-	if !a.ok {
-		return // net/http sets no cookie with this name
-	}
-	h := w.Header() // as Header.Add, with the key already canonical
-	h["Set-Cookie"] = append(h["Set-Cookie"], name+"="+value+a.suffix)
+	return a
 }
 
 // cookieAttrs is the part of a Set-Cookie header after name=value, as

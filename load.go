@@ -30,7 +30,7 @@ func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entr
 		now := s.now()
 		if e, ok, due := s.cache.get(k, now, s.touchEvery); ok && e.version >= minVersion {
 			if s.current(e, now) {
-				s.counters.hits.Add(1)
+				s.counters.hits.add(k[0])
 				if due {
 					s.touches.schedule(k)
 				}

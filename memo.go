@@ -47,6 +47,10 @@ type verified struct {
 	// set on its second request: the next requests copy the map instead of
 	// decoding the data again.
 	tmpl atomic.Pointer[template]
+
+	// The Set-Cookie header last made of this value, when an unchanged
+	// Save set it again.
+	header atomic.Pointer[setCookie]
 }
 
 // template is a session's data decoded once. Its values are immutable
@@ -145,12 +149,13 @@ func (s *Store) verify(name, value string) (v *verified, ok bool) {
 // templateMax and templateEntries bound a session whose values the memo
 // keeps decoded (its data in bytes, and its values), so that a slot holds
 // at most memoSlotMax bytes: the verified value (about 350 bytes with its
-// copy of the cookie and the ID), the data, and a map of one group with
-// its boxed strings (about 600).
+// copy of the cookie and the ID), its Set-Cookie header (about 250), the
+// data, and a map of one group with its boxed strings (about 600).
+// TestMemoSlotWithinItsBytes measures it.
 const (
 	templateMax     = 512
 	templateEntries = 8
-	memoSlotMax     = 1536
+	memoSlotMax     = 2048
 )
 
 // values decodes data, the entry served to the cookie v, into a new map:

@@ -3,9 +3,13 @@ package pgsession
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/sessions"
 )
 
 // TestMemoSlots: the memo is a power of two of slots, at most
@@ -59,6 +63,7 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
+	opts := &sessions.Options{Path: "/", Domain: "www.example.com", MaxAge: 86400 * 30, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	before := heap()
 	for i := range 4 * n {
 		tok, err := newToken()
@@ -80,11 +85,16 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 		if got, done, err := s.values(v, data); !done || err != nil || len(got) != templateEntries {
 			t.Fatalf("values: %d, %v, %v", len(got), done, err)
 		}
+		w := httptest.NewRecorder()
+		s.writeSameCookie(w, v, opts)
+		if len(w.Header()["Set-Cookie"]) != 1 || v.header.Load() == nil {
+			t.Fatal("no Set-Cookie header kept")
+		}
 	}
 	grown := int64(heap()) - int64(before)
 	held := 0
 	for i := range s.memo.slots {
-		if v := s.memo.slots[i].Load(); v != nil && v.tmpl.Load() != nil {
+		if v := s.memo.slots[i].Load(); v != nil && v.tmpl.Load() != nil && v.header.Load() != nil {
 			held++
 		}
 	}

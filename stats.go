@@ -87,7 +87,9 @@ func (st *Stats) UnmarshalJSON(b []byte) error {
 
 // counters are the live, always-on counters behind Stats.
 type counters struct {
-	hits, misses, loads, saves, skipped, refreshes, deletes, invalid, errors, revocations atomic.Int64
+	hits sharded // counted by every cache hit, on every core
+
+	misses, loads, saves, skipped, refreshes, deletes, invalid, errors, revocations atomic.Int64
 
 	notifications, evictions, badNotifications, reconnects, drops, probeErrors, revalidations atomic.Int64
 
@@ -100,12 +102,30 @@ type counters struct {
 	replicaReads, replicaFallbacks, replicaErrors atomic.Int64
 }
 
+// sharded is a counter spread over cache lines, so that cores counting
+// at once, for different sessions, do not contend for one line.
+type sharded [8]struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+// add counts one, in the shard of i (any byte that spreads the counts).
+func (c *sharded) add(i byte) { c[i&7].n.Add(1) }
+
+func (c *sharded) load() int64 {
+	var n int64
+	for i := range c {
+		n += c[i].n.Load()
+	}
+	return n
+}
+
 // Stats returns a snapshot of the store's counters. It is cheap and safe to
 // call at any time, also after Close.
 func (s *Store) Stats() Stats {
 	c := &s.counters
 	st := Stats{
-		CacheHits:      c.hits.Load(),
+		CacheHits:      c.hits.load(),
 		CacheMisses:    c.misses.Load(),
 		Loads:          c.loads.Load(),
 		Saves:          c.saves.Load(),
