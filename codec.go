@@ -76,9 +76,15 @@ func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
 	if !compactable(values) {
 		return GobSerializer{}.Serialize(values)
 	}
-	keys := make([]string, 0, len(values))
-	// Allocate once, and not much more than needed: the bytes are what the
-	// cache keeps.
+	return appendCompact(nil, values), nil
+}
+
+// appendCompact appends the compact encoding of values, which must be
+// compactable, to b; with b nil, into a new slice of exactly its size:
+// the bytes are what the cache keeps.
+func appendCompact(b []byte, values map[any]any) []byte {
+	var few [16]string
+	keys := few[:0]
 	size := 1 + uvarintLen(len(values))
 	for k, v := range values {
 		keys = append(keys, k.(string))
@@ -98,14 +104,18 @@ func (DefaultSerializer) Serialize(values map[any]any) ([]byte, error) {
 		}
 	}
 	slices.Sort(keys)
-	b := make([]byte, 0, size)
+	if b == nil {
+		b = make([]byte, 0, size)
+	} else {
+		b = slices.Grow(b, size)
+	}
 	b = append(b, formatCompact)
 	b = binary.AppendUvarint(b, uint64(len(keys)))
 	for _, k := range keys {
 		b = appendString(b, k)
 		b = appendValue(b, values[k])
 	}
-	return b, nil
+	return b
 }
 
 // Deserialize implements Serializer. It decodes both encodings.

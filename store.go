@@ -283,7 +283,12 @@ func (s *Store) save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	e, cached := s.cache.peek(k)
 	data := s.servedUnchanged(v, e, cached, session.Values)
 	if data == nil {
-		if data, err = s.encode(session); err != nil {
+		if cached && !e.dead {
+			data, err = s.encodeAs(session, e.data)
+		} else {
+			data, err = s.encode(session)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,11 @@
 package pgsession
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -218,6 +220,28 @@ func (s *Store) encode(session *sessions.Session) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// encodeAs encodes session's values as encode does, but returns cached,
+// the session's cached data, itself when they encode to it: telling an
+// unchanged session takes no allocation of its size.
+func (s *Store) encodeAs(session *sessions.Session, cached []byte) ([]byte, error) {
+	if _, ok := s.cfg.Serializer.(DefaultSerializer); !ok || !compactable(session.Values) || len(cached) > s.cfg.MaxLength {
+		return s.encode(session)
+	}
+	buf := encodeBuffers.Get().(*[]byte)
+	defer encodeBuffers.Put(buf)
+	*buf = appendCompact((*buf)[:0], session.Values)
+	if bytes.Equal(*buf, cached) {
+		return cached, nil
+	}
+	if len(*buf) > s.cfg.MaxLength {
+		return nil, fmt.Errorf("%w: %d bytes encoded, MaxLength is %d", ErrTooLarge, len(*buf), s.cfg.MaxLength)
+	}
+	return bytes.Clone(*buf), nil
+}
+
+// encodeBuffers are encodeAs's scratch buffers.
+var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // newEntry is the cache entry of a row just written with lifetime, which
 // the database says has remaining left, counted from now (before the
