@@ -118,11 +118,12 @@ type Config struct {
 	CacheSize int
 
 	// CacheBytes bounds the cache's memory: the encoded sessions it holds
-	// plus about 200 bytes of bookkeeping each. Past it, the least recently
-	// used sessions leave first; a session larger than a tenth of it is not
-	// cached at all. CacheSize bounds the count, CacheBytes the bytes:
-	// whichever is reached first evicts. Default 64 MiB; negative means no
-	// byte bound.
+	// plus about 200 bytes of bookkeeping each, and the memo of verified
+	// cookies (at most a sixteenth of it, reserved: 4 MiB of the default).
+	// Past it, the least recently used sessions leave first; a session
+	// larger than a tenth of it is not cached at all. CacheSize bounds the
+	// count, CacheBytes the bytes: whichever is reached first evicts.
+	// Default 64 MiB; negative means no byte bound.
 	CacheBytes int64
 
 	// MaxLength is the largest encoded session, in bytes, that Save will
