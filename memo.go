@@ -2,12 +2,14 @@ package pgsession
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"hash/maphash"
 	"maps"
 	"math"
 	"math/bits"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -55,7 +57,8 @@ type verified struct {
 
 // template is a session's data decoded once. Its values are immutable
 // (strings share data's memory; no []byte with contents), so a shallow
-// copy of the map is as good as decoding data again.
+// copy of the map is as good as decoding data again. Its times are in
+// zones every decode shares.
 type template struct {
 	data   []byte // the entry's data, never modified: its address tells it apart
 	values map[any]any
@@ -87,6 +90,21 @@ func memoSlots(size int, maxBytes int64) int {
 		n = min(n, 1<<(bits.Len64(uint64(fit))-1))
 	}
 	return n
+}
+
+// newCacheAndMemo returns the cache of cfg and its memo of verified
+// cookies, which takes its bytes from the cache's budget. A session larger
+// than a tenth of the whole budget is not cached, as Config says.
+func newCacheAndMemo(cfg Config) (*cache, *cookieMemo) {
+	memo := newCookieMemo(memoSlots(cfg.CacheSize, cfg.CacheBytes))
+	if cfg.CacheBytes <= 0 {
+		return newCache(cfg.CacheSize, cfg.CacheBytes, cfg.Clock()), memo
+	}
+	c := newCache(cfg.CacheSize, cfg.CacheBytes-memo.bytes(), cfg.Clock())
+	if c != nil {
+		c.maxEntry = cfg.CacheBytes / 10
+	}
+	return c, memo
 }
 
 // newCookieMemo returns a memo of n slots (a power of two), or nil, a memo
@@ -170,6 +188,9 @@ func (s *Store) values(v *verified, data []byte) (map[any]any, bool, error) {
 	if len(data) < 2 || len(data) > templateMax || data[0] != formatCompact {
 		return nil, false, nil
 	}
+	if n, w := binary.Uvarint(data[1:]); w <= 0 || n > templateEntries {
+		return nil, false, nil // counted before decoding: its boxes take room per entry
+	}
 	if _, ok := s.cfg.Serializer.(DefaultSerializer); !ok {
 		return nil, false, nil
 	}
@@ -181,8 +202,15 @@ func (s *Store) values(v *verified, data []byte) (map[any]any, bool, error) {
 		return values, true, nil
 	}
 	for _, x := range values {
-		if b, ok := x.([]byte); ok && len(b) > 0 {
-			return values, true, nil // mutable: every request decodes its own
+		switch x := x.(type) {
+		case []byte:
+			if len(x) > 0 {
+				return values, true, nil // mutable: every request decodes its own
+			}
+		case time.Time:
+			if !sharedZone(x) {
+				return values, true, nil // a Location of its own would outgrow the slot
+			}
 		}
 	}
 	v.tmpl.Store(&template{data: data, values: values})
@@ -243,4 +271,17 @@ func sameValues(values, tmpl map[any]any) bool {
 		}
 	}
 	return true
+}
+
+// sharedZone reports whether t's Location is one that every decoded time
+// shares, so that keeping t costs no Location of its own: UTC, Local, or
+// the unnamed whole-hour zones time.FixedZone keeps (decodeTime makes the
+// others anew).
+func sharedZone(t time.Time) bool {
+	loc := t.Location()
+	if loc == time.UTC || loc == time.Local {
+		return true
+	}
+	name, off := t.Zone()
+	return name == "" && off%3600 == 0 && off >= -12*3600 && off <= 14*3600 && loc == time.FixedZone("", off)
 }

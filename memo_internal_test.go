@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/sessions"
 )
@@ -44,18 +45,52 @@ func TestMemoSlots(t *testing.T) {
 }
 
 // TestMemoSlotWithinItsBytes: a memo slot holding the largest session it
-// keeps decoded (templateEntries values, templateMax bytes of data) takes
-// at most memoSlotMax bytes of heap, as CacheBytes counts it. Not
-// parallel: it measures the heap.
+// keeps decoded (templateEntries values, templateMax bytes of data) and
+// its Set-Cookie header takes at most memoSlotMax bytes of heap, as
+// CacheBytes counts it, whatever the values: strings, times in zones every
+// decode shares, and times in a zone of their own (India, +05:30), which
+// would each bring a Location of their own (found by a second reader).
+// Not parallel: it measures the heap.
 func TestMemoSlotWithinItsBytes(t *testing.T) {
+	ist := time.FixedZone("IST", 5*3600+30*60)
+	for _, tc := range []struct {
+		name      string
+		value     func(i int) any
+		templated bool
+	}{
+		{"strings", func(int) any { return strings.Repeat("v", 40) }, true},
+		{"UTC times", func(i int) any { return time.Unix(1700000000+int64(i), 0).UTC() }, true},
+		{"whole-hour times", func(i int) any { return time.Unix(1700000000+int64(i), 0).In(time.FixedZone("", 3600)) }, true},
+		{"+05:30 times", func(i int) any { return time.Unix(1700000000+int64(i), 0).In(ist) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			values := make(map[any]any, templateEntries)
+			for i := range templateEntries {
+				values[fmt.Sprintf("key-%d", i)] = tc.value(i)
+			}
+			perSlot, templated := measureMemoSlot(t, values)
+			t.Logf("%d bytes a slot, %d slots templated", perSlot, templated)
+			if perSlot > memoSlotMax {
+				t.Errorf("%d bytes a slot: more than memoSlotMax (%d)", perSlot, memoSlotMax)
+			}
+			if (templated > 0) != tc.templated {
+				t.Errorf("%d slots templated, want templated %v", templated, tc.templated)
+			}
+		})
+	}
+}
+
+// measureMemoSlot fills a memo of 1,024 slots with cookies served values,
+// each from its second request on (a template where it may keep one) and
+// saved unchanged (its Set-Cookie header), and returns the heap per slot
+// held and how many slots hold a template.
+func measureMemoSlot(t *testing.T, values map[any]any) (perSlot int64, templated int) {
 	s := cookieOnlyStore([][]byte{bytes.Repeat([]byte("h"), 64), bytes.Repeat([]byte("b"), 32)})
 	s.cfg.Serializer = DefaultSerializer{}
+	s.cfg.MaxLength = DefaultMaxLength
 	const n = 1024
 	s.memo = newCookieMemo(n)
-	values := make(map[any]any, templateEntries)
-	for i := range templateEntries {
-		values[fmt.Sprintf("key-%d", i)] = strings.Repeat("v", 40)
-	}
+	opts := &sessions.Options{Path: "/", Domain: "www.example.com", MaxAge: 86400 * 30, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	heap := func() uint64 {
 		var m runtime.MemStats
 		runtime.GC()
@@ -63,7 +98,6 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	opts := &sessions.Options{Path: "/", Domain: "www.example.com", MaxAge: 86400 * 30, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	before := heap()
 	for i := range 4 * n {
 		tok, err := newToken()
@@ -82,7 +116,7 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 		if err != nil || len(data) > templateMax {
 			t.Fatalf("%d bytes of data, %v", len(data), err)
 		}
-		if got, done, err := s.values(v, data); !done || err != nil || len(got) != templateEntries {
+		if got, done, err := s.values(v, data); !done || err != nil || len(got) != len(values) {
 			t.Fatalf("values: %d, %v, %v", len(got), done, err)
 		}
 		w := httptest.NewRecorder()
@@ -94,13 +128,35 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 	grown := int64(heap()) - int64(before)
 	held := 0
 	for i := range s.memo.slots {
-		if v := s.memo.slots[i].Load(); v != nil && v.tmpl.Load() != nil && v.header.Load() != nil {
+		if v := s.memo.slots[i].Load(); v != nil {
 			held++
+			if v.tmpl.Load() != nil {
+				templated++
+			}
 		}
 	}
-	t.Logf("%d slots held, %d bytes each", held, grown/int64(held))
-	if held < n/2 || grown/int64(held) > memoSlotMax {
-		t.Fatalf("%d slots held, %d bytes each: more than memoSlotMax (%d)", held, grown/int64(held), memoSlotMax)
+	if held < n/2 {
+		t.Fatalf("%d slots held of %d", held, n)
 	}
 	runtime.KeepAlive(s)
+	return grown / int64(held), templated
+}
+
+// TestCacheAndMemoShareCacheBytes: the memo's bytes come out of
+// CacheBytes, and the largest session cached is still a tenth of it.
+func TestCacheAndMemoShareCacheBytes(t *testing.T) {
+	cfg := Config{CacheSize: 10_000, CacheBytes: 64 << 20, Clock: time.Now}
+	c, m := newCacheAndMemo(cfg)
+	if m == nil || c.maxBytes+m.bytes() != cfg.CacheBytes || c.maxEntry != cfg.CacheBytes/10 {
+		t.Fatalf("cache %d bytes, largest entry %d, memo %d bytes; want %d in all, a tenth each",
+			c.maxBytes, c.maxEntry, m.bytes(), cfg.CacheBytes)
+	}
+	cfg.CacheBytes = 0 // no byte bound
+	if c, m := newCacheAndMemo(cfg); c.maxBytes != 0 || m.bytes() != memoMaxSlots*memoSlotMax {
+		t.Fatalf("without a byte bound: cache %d bytes, memo %d", c.maxBytes, m.bytes())
+	}
+	cfg.CacheSize = -1
+	if c, m := newCacheAndMemo(cfg); c != nil || m != nil {
+		t.Fatal("a disabled cache has a memo")
+	}
 }

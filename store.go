@@ -73,18 +73,13 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if _, err := rand.Read(o[:]); err != nil {
 		return nil, fmt.Errorf("generate origin id: %w", err)
 	}
-	// The memo of verified cookies takes its bytes from the cache's.
-	memo := newCookieMemo(memoSlots(cfg.CacheSize, cfg.CacheBytes))
-	cacheBytes := cfg.CacheBytes
-	if cacheBytes > 0 {
-		cacheBytes -= memo.bytes()
-	}
+	cache, memo := newCacheAndMemo(cfg)
 	s := &Store{
 		pool:   pool,
 		cfg:    cfg,
 		codecs: newCodecs(cfg.KeyPairs),
 		memo:   memo,
-		cache:  newCache(cfg.CacheSize, cacheBytes, cfg.Clock()),
+		cache:  cache,
 		origin: hex.EncodeToString(o[:]),
 		sql:    newQueries(cfg.Schema, cfg.Table, cfg.shape()),
 		log:    cfg.Logger,
