@@ -402,15 +402,13 @@ func cookiePayload(payload []byte) (tok token, version int64, err error) {
 	return tok, int64(v), nil
 }
 
-// setCookie sets the cookie for tok at version. When the request's
-// cookie, v if not nil, is exactly that cookie, signed by the current key
-// pair, its value is set again instead of a new signature: it verifies the
-// same (securecookie's timestamp is not checked).
+// setCookie sets the cookie for tok at version. v, if not nil, is the
+// request's cookie: when it is this session's, the header is made as
+// writeCookieOf says.
 func (s *Store) setCookie(w http.ResponseWriter, v *verified, session *sessions.Session, opts *sessions.Options, tok token, version int64) error {
 	name := session.Name()
-	if v != nil && v.primary && v.version == version && v.tok == tok && v.name == name {
-		s.writeSameCookie(w, v, opts)
-		return nil
+	if v != nil && v.tok == tok && v.name == name {
+		return s.writeCookieOf(w, v, opts, version)
 	}
 	value, err := s.signCookie(name, tok, version)
 	if err != nil {
@@ -419,6 +417,44 @@ func (s *Store) setCookie(w http.ResponseWriter, v *verified, session *sessions.
 	s.writeCookie(w, name, value, opts)
 	return nil
 }
+
+// writeCookieOf sets the cookie of v's session at version, for a request
+// that came with v: v's own value when it is exactly that cookie, signed
+// by the current key pair (it verifies the same: securecookie's timestamp
+// is not checked), else a value signed once for version and kept with v,
+// for a client that keeps sending v. The whole header is kept too, and
+// made again only when the attributes change.
+func (s *Store) writeCookieOf(w http.ResponseWriter, v *verified, opts *sessions.Options, version int64) error {
+	a := s.cookieAttrs(v.name, opts, time.Now())
+	if !a.ok {
+		return nil // net/http sets no cookie with this name
+	}
+	h := v.header.Load()
+	if h == nil || h.version != version {
+		value := v.value
+		if !v.primary || v.version != version {
+			var err error
+			if value, err = s.signCookie(v.name, v.tok, version); err != nil {
+				return err
+			}
+		}
+		h = &setCookie{version: version, value: value}
+	}
+	if h.attrs != a {
+		h = &setCookie{version: h.version, value: h.value, attrs: a, header: v.name + "=" + h.value + a.suffix}
+		if len(h.header) <= maxKeptHeader {
+			v.header.Store(h)
+		} else { // made again each time: a long name, path or domain would outgrow the slot
+			v.header.Store(&setCookie{version: h.version, value: h.value})
+		}
+	}
+	addSetCookie(w, h.header)
+	return nil
+}
+
+// maxKeptHeader bounds the Set-Cookie header a memo slot keeps (see
+// memoSlotMax).
+const maxKeptHeader = 288
 
 // writeCookie adds the Set-Cookie header that
 // http.SetCookie(w, sessions.NewCookie(name, value, opts)) adds, for a
@@ -436,26 +472,13 @@ func (s *Store) writeCookieAt(w http.ResponseWriter, name, value string, opts *s
 	}
 }
 
-// writeSameCookie sets the request's own cookie v again: the whole header
-// is kept with v, and made again only when the attributes change.
-func (s *Store) writeSameCookie(w http.ResponseWriter, v *verified, opts *sessions.Options) {
-	a := s.cookieAttrs(v.name, opts, time.Now())
-	if !a.ok {
-		return
-	}
-	h := v.header.Load()
-	if h == nil || h.attrs != a {
-		h = &setCookie{attrs: a, header: v.name + "=" + v.value + a.suffix}
-		v.header.Store(h)
-	}
-	addSetCookie(w, h.header)
-}
-
-// setCookie is a cookie's whole Set-Cookie header, with the attributes it
-// was made with.
+// setCookie is the cookie of a session at a version, and its whole
+// Set-Cookie header with the attributes it was made with.
 type setCookie struct {
-	attrs  *cookieAttrs
-	header string
+	version int64
+	value   string
+	attrs   *cookieAttrs
+	header  string
 }
 
 // addSetCookie adds a Set-Cookie header as Header.Add does, its key being

@@ -50,8 +50,8 @@ type verified struct {
 	// decoding the data again.
 	tmpl atomic.Pointer[template]
 
-	// The Set-Cookie header last made of this value, when an unchanged
-	// Save set it again.
+	// The cookie an unchanged Save last set for this one's session, and
+	// its Set-Cookie header.
 	header atomic.Pointer[setCookie]
 }
 
@@ -167,7 +167,8 @@ func (s *Store) verify(name, value string) (v *verified, ok bool) {
 // templateMax and templateEntries bound a session whose values the memo
 // keeps decoded (its data in bytes, and its values), so that a slot holds
 // at most memoSlotMax bytes: the verified value (about 350 bytes with its
-// copy of the cookie and the ID), its Set-Cookie header (about 250), the
+// copy of the cookie and the ID), a newer cookie and its Set-Cookie header
+// (about 400), the
 // data, and a map of one group with its boxed strings (about 600).
 // TestMemoSlotWithinItsBytes measures it.
 const (

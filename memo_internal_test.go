@@ -58,7 +58,7 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 		value     func(i int) any
 		templated bool
 	}{
-		{"strings", func(int) any { return strings.Repeat("v", 40) }, true},
+		{"strings", func(int) any { return strings.Repeat("v", 50) }, true},
 		{"UTC times", func(i int) any { return time.Unix(1700000000+int64(i), 0).UTC() }, true},
 		{"whole-hour times", func(i int) any { return time.Unix(1700000000+int64(i), 0).In(time.FixedZone("", 3600)) }, true},
 		{"+05:30 times", func(i int) any { return time.Unix(1700000000+int64(i), 0).In(ist) }, false},
@@ -82,7 +82,8 @@ func TestMemoSlotWithinItsBytes(t *testing.T) {
 
 // measureMemoSlot fills a memo of 1,024 slots with cookies served values,
 // each from its second request on (a template where it may keep one) and
-// saved unchanged (its Set-Cookie header), and returns the heap per slot
+// saved unchanged at a newer version (a newer cookie and its Set-Cookie
+// header), and returns the heap per slot
 // held and how many slots hold a template.
 func measureMemoSlot(t *testing.T, values map[any]any) (perSlot int64, templated int) {
 	s := cookieOnlyStore([][]byte{bytes.Repeat([]byte("h"), 64), bytes.Repeat([]byte("b"), 32)})
@@ -90,7 +91,9 @@ func measureMemoSlot(t *testing.T, values map[any]any) (perSlot int64, templated
 	s.cfg.MaxLength = DefaultMaxLength
 	const n = 1024
 	s.memo = newCookieMemo(n)
-	opts := &sessions.Options{Path: "/", Domain: "www.example.com", MaxAge: 86400 * 30, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	// Attributes that make the longest header a slot keeps.
+	opts := &sessions.Options{Path: "/", MaxAge: 86400 * 30, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	opts.Domain = strings.Repeat("d", maxKeptHeader-len(headerOf(t, s, opts))-len("; Domain=")-8)
 	heap := func() uint64 {
 		var m runtime.MemStats
 		runtime.GC()
@@ -116,13 +119,19 @@ func measureMemoSlot(t *testing.T, values map[any]any) (perSlot int64, templated
 		if err != nil || len(data) > templateMax {
 			t.Fatalf("%d bytes of data, %v", len(data), err)
 		}
+		if i == 0 {
+			t.Logf("%d bytes of data, a header of %d", len(data), len(headerOf(t, s, opts)))
+		}
 		if got, done, err := s.values(v, data); !done || err != nil || len(got) != len(values) {
 			t.Fatalf("values: %d, %v, %v", len(got), done, err)
 		}
 		w := httptest.NewRecorder()
-		s.writeSameCookie(w, v, opts)
-		if len(w.Header()["Set-Cookie"]) != 1 || v.header.Load() == nil {
-			t.Fatal("no Set-Cookie header kept")
+		// A newer version than the cookie's: the most a slot keeps.
+		if err := s.writeCookieOf(w, v, opts, v.version+1); err != nil || len(w.Header()["Set-Cookie"]) != 1 {
+			t.Fatalf("no Set-Cookie header: %v", err)
+		}
+		if h := v.header.Load(); h == nil || h.header == "" {
+			t.Fatalf("no Set-Cookie header kept (%d bytes)", len(w.Header()["Set-Cookie"][0]))
 		}
 	}
 	grown := int64(heap()) - int64(before)
@@ -159,4 +168,18 @@ func TestCacheAndMemoShareCacheBytes(t *testing.T) {
 	if c, m := newCacheAndMemo(cfg); c != nil || m != nil {
 		t.Fatal("a disabled cache has a memo")
 	}
+}
+
+// headerOf returns the Set-Cookie header of a cookie at a new version
+// with opts, as a memo slot would keep it.
+func headerOf(t *testing.T, s *Store, opts *sessions.Options) string {
+	tok, err := newToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, err := s.signCookie("session", tok, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "session=" + value + s.cookieAttrs("session", opts, time.Now()).suffix
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgsession/pgsession"
 )
 
 // TestMemoAcceptsOnlyTheValueItVerified: once a cookie is remembered as
@@ -219,4 +221,49 @@ func describe(values map[any]any) string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, " ")
+}
+
+// TestSaveUnchangedForAStaleCookie: a client that keeps sending an older
+// cookie gets the current one from an unchanged Save, signed once and then
+// set again as it is.
+func TestSaveUnchangedForAStaleCookie(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	s := newStore(t, testDB.pool, cfg)
+	sess, c1 := login(t, s, map[any]any{"n": 1})
+	sess.Values["n"] = 2
+	w := httptest.NewRecorder()
+	if err := s.Save(request(c1), w, sess); err != nil {
+		t.Fatal(err)
+	}
+	c2 := responseCookie(t, w)
+	var set []string
+	for range 3 {
+		sess := get(t, s, c1) // the old cookie: the session's current values
+		before := s.Stats()
+		w := httptest.NewRecorder()
+		if err := s.Save(request(c1), w, sess); err != nil {
+			t.Fatal(err)
+		}
+		if st := s.Stats(); st.SavesSkipped != before.SavesSkipped+1 {
+			t.Fatalf("the unchanged Save wrote: %+v", st)
+		}
+		c := responseCookie(t, w)
+		if c == nil || c.Value == c1.Value {
+			t.Fatalf("cookie %v: want a newer one than the request's", c)
+		}
+		set = append(set, c.Value)
+	}
+	if set[1] != set[0] || set[2] != set[0] {
+		t.Fatalf("the newer cookie was signed again: %q", set)
+	}
+	// It carries the current version, as the changed Save's cookie does.
+	tok, version, _, ok := pgsession.VerifyCookie(cfg.KeyPairs, cookieName, set[0])
+	tok2, version2, _, ok2 := pgsession.VerifyCookie(cfg.KeyPairs, cookieName, c2.Value)
+	if !ok || !ok2 || tok != tok2 || version != version2 {
+		t.Fatalf("the newer cookie carries version %d (ok %v), the changed Save's %d", version, ok, version2)
+	}
+	if got := get(t, newStore(t, testDB.pool, cfg), &http.Cookie{Name: cookieName, Value: set[0]}); got.Values["n"] != 2 {
+		t.Fatalf("n = %v, want 2", got.Values["n"])
+	}
 }
