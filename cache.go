@@ -214,6 +214,11 @@ func (c *cache) peek(k keyHash) (entry, bool) {
 // alive reports whether e is alive at now.
 func (c *cache) alive(e entry, now time.Time) bool { return c.at(now) < e.deadline }
 
+// recentUse is how recently an entry may have been marked used for a
+// Save that left it unchanged not to mark it again: by the request's own
+// Get, as a rule. Idle time is measured that much short at most.
+const recentUse = time.Millisecond
+
 // touch marks k's entry, if it is still e's version, used at now.
 func (c *cache) touch(k keyHash, version int64, now time.Time) {
 	if c == nil {

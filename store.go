@@ -301,7 +301,9 @@ func (s *Store) save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	same := cached && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
 		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime))
 	if same && s.current(e, now) && (e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime)))) {
-		s.cache.touch(k, e.version, now)
+		if s.cache.at(now)-e.lastUsed >= int64(recentUse) {
+			s.cache.touch(k, e.version, now) // else this request's own Get just did
+		}
 		s.counters.skipped.Add(1)
 		return s.setCookie(w, v, session, opts, tok, e.version)
 	}
