@@ -247,8 +247,11 @@ func (l *listener) mono() int64 { return int64(time.Since(l.base)) }
 
 // alive reports whether the cache may serve: the listener is UP and proved
 // itself alive within the lease.
-func (l *listener) alive() bool {
-	return ListenerState(l.state.Load()) == ListenerUp && l.mono()-l.lastProof.Load() < int64(l.lease)
+func (l *listener) alive() bool { return l.aliveAt(l.mono()) }
+
+// aliveAt is alive at mono, a monotonic time (since base) just read.
+func (l *listener) aliveAt(mono int64) bool {
+	return ListenerState(l.state.Load()) == ListenerUp && mono-l.lastProof.Load() < int64(l.lease)
 }
 
 // proofAt records a probe sent at mono time sent as heard: the path from

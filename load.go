@@ -18,16 +18,29 @@ func (s *Store) cacheUsable() bool {
 	return s.listener != nil && s.listener.alive()
 }
 
+// cacheUsableAt is cacheUsable for now, a time just read from the store's
+// clock. With the real clock, its monotonic reading is the listener's
+// clock too: a cache hit reads the clock once.
+func (s *Store) cacheUsableAt(now time.Time) bool {
+	if s.listener == nil {
+		return false
+	}
+	if s.realClock {
+		return s.listener.aliveAt(int64(now.Sub(s.listener.base)))
+	}
+	return s.listener.alive()
+}
+
 // lookup returns the entry for k, from the cache when it holds a version
 // at least minVersion, else from the database; ok is false for a session
 // that does not exist or has expired. A session logged out after the
 // client's version is a dead entry.
 func (s *Store) lookup(ctx context.Context, k keyHash, minVersion int64) (e entry, ok bool, err error) {
-	usable := s.cacheUsable()
+	// The one clock read of a cache hit: it checks the listener's lease
+	// and the expiry, and marks the entry used.
+	now := s.now()
+	usable := s.cacheUsableAt(now)
 	if usable {
-		// The one clock read of a cache hit: it checks the expiry and
-		// marks the entry used.
-		now := s.now()
 		if e, ok, due := s.cache.get(k, now, s.touchEvery); ok && e.version >= minVersion {
 			if s.current(e, now) {
 				s.counters.hits.add(k[0])

@@ -46,6 +46,7 @@ type Store struct {
 	sql            queries
 	log            *slog.Logger
 	now            func() time.Time // the local clock, Config.Clock
+	realClock      bool             // Config.Clock is time.Now, by default
 	counters       counters
 
 	writes    gate               // write operations under way
@@ -65,6 +66,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
+	realClock := cfg.Clock == nil
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -84,6 +86,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		sql:    newQueries(cfg.Schema, cfg.Table, cfg.shape()),
 		log:    cfg.Logger,
 		now:    cfg.Clock,
+
+		realClock: realClock,
 
 		purgeBatchSize: defaultPurgeBatch,
 	}
@@ -298,7 +302,7 @@ func (s *Store) save(r *http.Request, w http.ResponseWriter, session *sessions.S
 	// (under CoherenceRevocations, within MaxStale). An entry older than
 	// MaxStale (CoherenceRevocations) is not trusted to skip the write: the
 	// refresh, which checks the version, validates it.
-	same := cached && !e.dead && session.ID != "" && s.cacheUsable() && bytes.Equal(e.data, data) &&
+	same := cached && !e.dead && session.ID != "" && s.cacheUsableAt(now) && bytes.Equal(e.data, data) &&
 		s.cache.alive(e, now) && e.deadline <= s.cache.at(now.Add(lifetime))
 	if same && s.current(e, now) && (e.capped || e.deadline >= s.cache.at(now.Add(lifetime-s.cfg.refreshLag(lifetime)))) {
 		if s.cache.at(now)-e.lastUsed >= int64(recentUse) {
