@@ -54,13 +54,12 @@ const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = '
 // noWait keeps a statement from waiting long for a lock held elsewhere:
 // it sets lock_timeout to lockNoWait for the rest of the statement's own
 // transaction (an implicit one: it needs no session-level SET, and works
-// through PgBouncer in transaction pooling mode), keeping the value it
-// replaces in pgsession.lock_timeout. Like storeWrite, it goes in a WHERE
-// clause as an uncorrelated subquery, evaluated before the first row is
-// read, locked or written: a lock wait of the statement after that (a row
-// another transaction updates or locks, a key it inserted and has not
-// committed) lasts at most lockNoWait, then the statement fails as a
-// whole with SQLSTATE 55P03, lock_not_available, having written and
+// through PgBouncer in transaction pooling mode). Like storeWrite, it goes
+// in a WHERE clause as an uncorrelated subquery, evaluated before the
+// first row is read, locked or written: a lock wait of the statement after
+// that (a row another transaction updates or locks, a key it inserted and
+// has not committed) lasts at most lockNoWait, then the statement fails as
+// a whole with SQLSTATE 55P03, lock_not_available, having written and
 // notified nothing (isLockTimeout). When no lock is held, as nearly
 // always, it costs next to nothing, where looking for a lock first
 // (lockOrSkip) costs two scans, and a row lock and its WAL record more.
@@ -70,15 +69,16 @@ const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = '
 // The commit of a transaction that notified waits for a lock every
 // notifying commit of the cluster takes in turn (PreCommit_Notify's, on
 // "database 0"): lock_timeout must not cut that wait short, so a
-// statement with noWait restores the setting once its row is written
+// statement with noWait resets the setting once its row is written
 // (lockRestore, in its notification's payload).
-const noWait = `(SELECT set_config('pgsession.lock_timeout', current_setting('lock_timeout'), true) ||
-			set_config('lock_timeout', '` + lockNoWait + `', true)) IS NOT NULL`
+const noWait = `(SELECT set_config('lock_timeout', '` + lockNoWait + `', true)) IS NOT NULL`
 
-// lockRestore puts back the lock_timeout noWait replaced; an empty string,
-// appended to a notification's payload, which is computed once the row
-// is written.
-const lockRestore = `left(set_config('lock_timeout', current_setting('pgsession.lock_timeout'), true), 0)`
+// lockRestore resets lock_timeout, for the rest of the transaction, to the
+// session's default (a NULL value is RESET: the server's, database's or
+// role's setting, or the connection's startup parameter; a session-level
+// SET is not restored). It is an empty string, appended to a
+// notification's payload, which is computed once the row is written.
+const lockRestore = `coalesce(left(set_config('lock_timeout', NULL, true), 0), '')`
 
 // lockNoWait is the lock_timeout of a statement with noWait: a row held
 // for less is waited for, as the retry would wait that long anyway
