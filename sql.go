@@ -106,9 +106,10 @@ const userChanged = -2
 // which case nothing is written and no row is returned (ErrDeleted). With
 // users, a write that would change the row's user is refused too: login
 // renews the token (see Store.save). A row reused after it expired starts
-// a new session: created_at restarts.
-func onConflict(f writeShape) string {
-	set := `data = excluded.data, expires_at = excluded.expires_at,
+// a new session: created_at restarts. The expiry written is expiry, an
+// expression of the existing row s and of excluded.
+func onConflict(f writeShape, expiry string) string {
+	set := `data = excluded.data, expires_at = ` + expiry + `,
 		version = s.version + 1, updated_at = now(), deleted = false, last_seen = now(),
 		created_at = CASE WHEN s.deleted OR s.expires_at <= now() THEN now() ELSE s.created_at END`
 	cond := `(NOT s.deleted OR s.expires_at <= now())`
@@ -309,14 +310,21 @@ func ifUsers(f writeShape, sql string) string {
 // new page. No expiry passes the session's start plus the absolute
 // timeout. It returns the version and the row's remaining lifetime in
 // microseconds.
+//
+// The expiry of an existing row is computed in the conflict rule, from
+// the row it locked (the newest version, where a read of the row before
+// the INSERT would see the statement's snapshot), so the statement reads
+// the row once: a live row keeps its expiry and start, a tombstone or an
+// expired row being reused starts a new session, as a new row does.
 func upsertRow(t, cond string, f writeShape) string {
-	next := newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `o.created_at`, `$10::bigint`)
+	next := newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `s.created_at`, `$10::bigint`)
+	expiry := `CASE WHEN s.deleted OR s.expires_at <= now() THEN excluded.expires_at
+		ELSE ` + keptExpiry(`s.expires_at`, next, `$4::bigint`) + ` END`
 	return `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at, user_id, client_ip, user_agent, last_seen)
-		SELECT $1::bytea, $2::bytea, ` + keptExpiry(`o.expires_at`, next, `$4::bigint`) + `, $7::text, $8::text, $9::text, now()
-		FROM (SELECT 1) n
-		LEFT JOIN ` + t + ` o ON o.key_hash = $1 AND NOT o.deleted AND o.expires_at > now()
+		SELECT $1::bytea, $2::bytea, ` + newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `NULL`, `$10::bigint`) + `,
+			$7::text, $8::text, $9::text, now()
 		WHERE ` + cond + ` AND ` + storeWrite + `
-		` + onConflict(f) + `
+		` + onConflict(f, expiry) + `
 		RETURNING s.version, ` + remainingUS + ` AS remaining`
 }
 
@@ -410,7 +418,7 @@ func batchSQL(t string, f writeShape) string {
 			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, next, `u.lag`) + `, u.user_id, u.client_ip, u.user_agent, now()
 			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted AND o.expires_at > now()
 			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + `
-			` + onConflict(f) + `
+			` + onConflict(f, `excluded.expires_at`) + `
 			RETURNING s.key_hash, s.version, ` + remainingUS + ` AS remaining),
 		ts AS (` + tombstone(t, `key_hash = ANY($5::bytea[]) AND key_hash IN (SELECT key_hash FROM lk)`) + `),
 		a AS (
