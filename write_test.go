@@ -255,7 +255,8 @@ func TestUncommittedInsertDelaysOnlyItsOwnSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcfg.MaxConns = 1
-	s := newStore(t, newPoolConfig(t, pcfg), cfg)
+	pool := newPoolConfig(t, pcfg)
+	s := newStore(t, pool, cfg)
 	sess, _ := login(t, s, map[any]any{"n": 0})
 	other, _ := login(t, s, map[any]any{"n": 0})
 	insertUncommitted(t, cfg.Table, sess.ID)
@@ -281,5 +282,17 @@ func TestUncommittedInsertDelaysOnlyItsOwnSession(t *testing.T) {
 	}
 	if errors.Is(r.err, pgsession.ErrUncertain) || !strings.Contains(r.err.Error(), "nothing written") {
 		t.Fatalf("Save of the inserted key: %v; every try failed on the lock, so it should say nothing was written", r.err)
+	}
+	// The lock timeout was the statements' own: the pool's only connection,
+	// which ran all of them, has its session's setting back.
+	var got, want string
+	if err := pool.QueryRow(context.Background(), "SHOW lock_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := testDB.pool.QueryRow(context.Background(), "SHOW lock_timeout").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("lock_timeout after the writes: %q, want the session's %q", got, want)
 	}
 }
