@@ -179,7 +179,7 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 		s.counters.batchedWrites.Add(int64(len(batch)))
 	}
 	if len(unique) == 1 {
-		s.commitOne(ctx, unique[0], true)
+		s.commitOne(ctx, unique[0], true, false)
 	} else if err := s.commitMany(ctx, unique); err != nil {
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err) {
@@ -193,7 +193,7 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 			s.log.Debug("pgsession: batch failed, retrying write by write", "writes", len(unique), "err", err)
 			for _, op := range unique {
 				octx, cancel := s.writeContext(context.Background())
-				s.commitOne(octx, op, true)
+				s.commitOne(octx, op, true, false)
 				cancel()
 			}
 		}

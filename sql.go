@@ -17,19 +17,21 @@ import (
 
 // queries are the store's SQL statements, with the table name in place.
 type queries struct {
-	table      string // quoted, schema-qualified table name
-	load       string
-	upsert     string // waits for a row locked elsewhere
-	upsertSkip string // reports a row locked elsewhere instead of waiting
-	refresh    string
-	delete     string // waits for a row locked elsewhere
-	deleteSkip string // reports a row locked elsewhere instead of waiting
-	batch      string // skips rows locked elsewhere
-	tombstoned string
-	purge      string
-	count      string
-	clear      string // one bounded batch
-	clearWait  string
+	table        string // quoted, schema-qualified table name
+	load         string
+	upsert       string // waits for a row locked elsewhere
+	upsertNoWait string // fails with lock_not_available instead of waiting (see noWait)
+	upsertSkip   string // reports a row locked elsewhere instead of waiting
+	refresh      string
+	delete       string // waits for a row locked elsewhere
+	deleteNoWait string // fails with lock_not_available instead of waiting (see noWait)
+	deleteSkip   string // reports a row locked elsewhere instead of waiting
+	batch        string // skips rows locked elsewhere
+	tombstoned   string
+	purge        string
+	count        string
+	clear        string // one bounded batch
+	clearWait    string
 
 	sessions     string // a user's live sessions
 	revoke       string // one session of a user, by handle
@@ -48,6 +50,40 @@ type queries struct {
 // uncorrelated subquery, evaluated before the first row changes, whose
 // setting ends with the transaction.
 const storeWrite = `(SELECT set_config('pgsession.store_write', 'on', true)) = 'on'`
+
+// noWait keeps a statement from waiting long for a lock held elsewhere:
+// it sets lock_timeout to lockNoWait for the rest of the statement's own
+// transaction (an implicit one: it needs no session-level SET, and works
+// through PgBouncer in transaction pooling mode). Like storeWrite, it goes
+// in a WHERE clause as an uncorrelated subquery, evaluated before the
+// first row is read, locked or written: a lock wait of the statement after
+// that (a row another transaction updates or locks, a key it inserted and
+// has not committed) lasts at most lockNoWait, then the statement fails as
+// a whole with SQLSTATE 55P03, lock_not_available, having written and
+// notified nothing (isLockTimeout). When no lock is held, as nearly
+// always, it costs next to nothing, where looking for a lock first
+// (lockOrSkip) costs two scans, and a row lock and its WAL record more.
+// Locks a statement takes before it runs (the table's, while it is
+// planned) wait as any statement's do.
+//
+// The commit of a transaction that notified waits for a lock every
+// notifying commit of the cluster takes in turn (PreCommit_Notify's, on
+// "database 0"): lock_timeout must not cut that wait short, so a
+// statement with noWait resets the setting once its row is written
+// (lockRestore, in its notification's payload).
+const noWait = `(SELECT set_config('lock_timeout', '` + lockNoWait + `', true)) IS NOT NULL`
+
+// lockRestore resets lock_timeout, for the rest of the transaction, to the
+// session's default (a NULL value is RESET: the server's, database's or
+// role's setting, or the connection's startup parameter; a session-level
+// SET is not restored). It is an empty string, appended to a
+// notification's payload, which is computed once the row is written.
+const lockRestore = `coalesce(left(set_config('lock_timeout', NULL, true), 0), '')`
+
+// lockNoWait is the lock_timeout of a statement with noWait: a row held
+// for less is waited for, as the retry would wait that long anyway
+// (lockPollMin).
+const lockNoWait = "5ms"
 
 // writeShape is what a store's writes store beyond data and expiry,
 // chosen by its Config: the statements differ only in what an update of an
@@ -70,9 +106,10 @@ const userChanged = -2
 // which case nothing is written and no row is returned (ErrDeleted). With
 // users, a write that would change the row's user is refused too: login
 // renews the token (see Store.save). A row reused after it expired starts
-// a new session: created_at restarts.
-func onConflict(f writeShape) string {
-	set := `data = excluded.data, expires_at = excluded.expires_at,
+// a new session: created_at restarts. The expiry written is expiry, an
+// expression of the existing row s and of excluded.
+func onConflict(f writeShape, expiry string) string {
+	set := `data = excluded.data, expires_at = ` + expiry + `,
 		version = s.version + 1, updated_at = now(), deleted = false, last_seen = now(),
 		created_at = CASE WHEN s.deleted OR s.expires_at <= now() THEN now() ELSE s.created_at END`
 	cond := `(NOT s.deleted OR s.expires_at <= now())`
@@ -124,15 +161,19 @@ func newQueries(schema, table string, f writeShape) queries {
 		// timeout (microseconds, NULL for none). It returns the version and
 		// the row's remaining lifetime; no row when it met a tombstone,
 		// version userChanged when it met the row live with another user.
-		upsert: `WITH w AS (` + upsertRow(t, `true`, f) + `)
-			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f) +
-			ifUsers(f, `
-			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`, f)+`) r`),
+		upsert: upsertSQL(t, true, f),
+		// The same, failing instead of waiting for a lock (noWait): the
+		// first try of every write, cheap when no lock is held.
+		upsertNoWait: upsertSQL(t, false, f),
 		// The same, unless another transaction holds the row: then it
-		// returns version -1 and writes nothing.
+		// returns version -1 and writes nothing. The retries of a write
+		// that met a held row (Store.finish) poll with it, so that a row
+		// held for long costs no error, in the server's log, per try; a
+		// key another transaction inserted and has not committed, which
+		// SKIP LOCKED cannot see, still fails it on the lock timeout.
 		upsertSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
-			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy)`, f) + `)
-			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f) + `
+			w AS (` + upsertRow(t, `NOT EXISTS (SELECT FROM busy) AND `+noWait, f) + `)
+			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f, true) + `
 			UNION ALL SELECT -1, 0 FROM busy` +
 			ifUsers(f, `
 			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1 AND NOT EXISTS (SELECT FROM busy)`, f)+`) r`),
@@ -146,6 +187,9 @@ func newQueries(schema, table string, f writeShape) queries {
 		// once it expires.
 		delete: `WITH d AS (` + tombstone(t, `key_hash = $1`) + `)
 			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0')`,
+		// The same, failing instead of waiting for a lock (noWait).
+		deleteNoWait: `WITH d AS (` + tombstone(t, `key_hash = $1 AND `+noWait) + `)
+			SELECT count(*) FROM d, pg_notify($2, $3 || encode(d.key_hash, 'hex') || ':0' || ` + lockRestore + `)`,
 		// The same, unless another transaction holds the row: then -1.
 		deleteSkip: `WITH ` + lockOrSkip(t, `key_hash = $1`) + `,
 			d AS (` + tombstone(t, `key_hash IN (SELECT key_hash FROM lk)`) + `)
@@ -215,17 +259,38 @@ func logoutSQL(t, user, where string) string {
 		SELECT d.key_hash FROM d, (SELECT count(*) FROM n) c`
 }
 
+// upsertSQL is the upsert of one session, with its notification; with
+// wait false, it fails instead of waiting for a lock (noWait). It returns
+// the version and the row's remaining lifetime; no row when it met a
+// tombstone, version userChanged when it met the row live with another
+// user.
+func upsertSQL(t string, wait bool, f writeShape) string {
+	cond := `true`
+	if !wait {
+		cond = noWait
+	}
+	return `WITH w AS (` + upsertRow(t, cond, f) + `)
+			SELECT w.version, w.remaining FROM w, ` + upsertNotify(f, !wait) +
+		ifUsers(f, `
+			UNION ALL SELECT `+fmt.Sprint(userChanged)+`, 0 FROM (`+refusedForUser(t, `key_hash = $1`, f)+`) r`)
+}
+
 // upsertNotify is the notification of a single upsert ($5 channel, $6
-// payload prefix), joined to its row w. Quiet (CoherenceRevocations), it
-// sends none: other instances learn of the new version from the client's
-// cookie, or re-read their copy after MaxStale. $5 and $6 are then still
-// referenced, so that every shape takes the same parameters (PostgreSQL
-// cannot type a parameter that no statement uses).
-func upsertNotify(f writeShape) string {
+// payload prefix), joined to its row w; with restore, of a statement with
+// noWait (see lockRestore). Quiet (CoherenceRevocations), it sends none,
+// and so needs no restore: other instances learn of the new version from
+// the client's cookie, or re-read their copy after MaxStale. $5 and $6
+// are then still referenced, so that every shape takes the same
+// parameters (PostgreSQL cannot type a parameter that no statement uses).
+func upsertNotify(f writeShape, restore bool) string {
 	if f.quiet {
 		return `(SELECT $5::text, $6::text) quiet`
 	}
-	return `pg_notify($5, $6 || encode($1::bytea, 'hex') || ':' || w.version)`
+	payload := `$6 || encode($1::bytea, 'hex') || ':' || w.version`
+	if restore {
+		payload += ` || ` + lockRestore
+	}
+	return `pg_notify($5, ` + payload + `)`
 }
 
 // ifUsers is sql with users, else nothing.
@@ -245,14 +310,21 @@ func ifUsers(f writeShape, sql string) string {
 // new page. No expiry passes the session's start plus the absolute
 // timeout. It returns the version and the row's remaining lifetime in
 // microseconds.
+//
+// The expiry of an existing row is computed in the conflict rule, from
+// the row it locked (the newest version, where a read of the row before
+// the INSERT would see the statement's snapshot), so the statement reads
+// the row once: a live row keeps its expiry and start, a tombstone or an
+// expired row being reused starts a new session, as a new row does.
 func upsertRow(t, cond string, f writeShape) string {
-	next := newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `o.created_at`, `$10::bigint`)
+	next := newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `s.created_at`, `$10::bigint`)
+	expiry := `CASE WHEN s.deleted OR s.expires_at <= now() THEN excluded.expires_at
+		ELSE ` + keptExpiry(`s.expires_at`, next, `$4::bigint`) + ` END`
 	return `INSERT INTO ` + t + ` AS s (key_hash, data, expires_at, user_id, client_ip, user_agent, last_seen)
-		SELECT $1::bytea, $2::bytea, ` + keptExpiry(`o.expires_at`, next, `$4::bigint`) + `, $7::text, $8::text, $9::text, now()
-		FROM (SELECT 1) n
-		LEFT JOIN ` + t + ` o ON o.key_hash = $1 AND NOT o.deleted AND o.expires_at > now()
+		SELECT $1::bytea, $2::bytea, ` + newExpiry(`now() + $3::bigint * interval '1 microsecond'`, `NULL`, `$10::bigint`) + `,
+			$7::text, $8::text, $9::text, now()
 		WHERE ` + cond + ` AND ` + storeWrite + `
-		` + onConflict(f) + `
+		` + onConflict(f, expiry) + `
 		RETURNING s.version, ` + remainingUS + ` AS remaining`
 }
 
@@ -346,7 +418,7 @@ func batchSQL(t string, f writeShape) string {
 			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, next, `u.lag`) + `, u.user_id, u.client_ip, u.user_agent, now()
 			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted AND o.expires_at > now()
 			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + `
-			` + onConflict(f) + `
+			` + onConflict(f, `excluded.expires_at`) + `
 			RETURNING s.key_hash, s.version, ` + remainingUS + ` AS remaining),
 		ts AS (` + tombstone(t, `key_hash = ANY($5::bytea[]) AND key_hash IN (SELECT key_hash FROM lk)`) + `),
 		a AS (

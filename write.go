@@ -30,7 +30,7 @@ func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time
 	var res writeResult
 	var err error
 	if s.commits == nil {
-		s.commitOne(ctx, op, true)
+		s.commitOne(ctx, op, true, false)
 		res, err = s.finish(ctx, op)
 	} else {
 		res, err = s.commits.write(ctx, op)
@@ -45,6 +45,7 @@ func (s *Store) write(ctx context.Context, k keyHash, data []byte, lifetime time
 // It waits without holding a connection: it tries again, still skipping a
 // held row, with a backoff of 5 ms doubling to 100 ms, so that however many
 // requests wait for locked rows, the pool stays free for everyone else.
+// The retries poll with SKIP LOCKED (see queries.upsertSkip).
 func (s *Store) finish(ctx context.Context, op *writeOp) (writeResult, error) {
 	if !op.skipped {
 		return op.res, op.err
@@ -60,7 +61,7 @@ func (s *Store) finish(ctx context.Context, op *writeOp) (writeResult, error) {
 			return writeResult{}, notSent(ctx) // every try so far wrote nothing
 		case <-t.C:
 		}
-		s.commitOne(ctx, op, true)
+		s.commitOne(ctx, op, true, true)
 		wait = min(2*wait, lockPollMax)
 	}
 	return op.res, op.err
@@ -72,15 +73,20 @@ const (
 	lockPollMax = 100 * time.Millisecond
 )
 
-// commitOne writes op in a statement of its own. With skip, a row another
-// transaction holds is not waited for: op.skipped is set instead.
-func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
+// commitOne writes op in a statement of its own. With skip, a lock another
+// transaction holds is not waited for: op.skipped is set instead. A first
+// try fails on the lock timeout (noWait), which costs nothing when no lock
+// is held; a retry (poll) skips a held row without an error.
+func (s *Store) commitOne(ctx context.Context, op *writeOp, skip, poll bool) {
 	var err error
 	switch {
 	case op.del:
 		q := s.sql.delete
-		if skip {
+		switch {
+		case skip && poll:
 			q = s.sql.deleteSkip
+		case skip:
+			q = s.sql.deleteNoWait
 		}
 		var n int64
 		if err = s.pool.QueryRow(ctx, q, op.key[:], s.cfg.Channel, s.prefix).Scan(&n); err == nil {
@@ -88,8 +94,11 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 		}
 	default:
 		q := s.sql.upsert
-		if skip {
+		switch {
+		case skip && poll:
 			q = s.sql.upsertSkip
+		case skip:
+			q = s.sql.upsertNoWait
 		}
 		var remainingUS int64
 		err = s.pool.QueryRow(ctx, q, op.key[:], op.data, op.lifetimeUS, op.lagUS, s.cfg.Channel, s.prefix,
@@ -105,7 +114,18 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip bool) {
 			op.res.remaining = time.Duration(remainingUS) * time.Microsecond
 		}
 	}
+	if skip && isLockTimeout(err) {
+		// The statement failed as a whole: it wrote and notified nothing.
+		op.skipped, op.res, err = true, writeResult{}, nil
+	}
 	op.err = classify(ctx, err)
+}
+
+// isLockTimeout reports whether err is a statement's failure to get a lock
+// within its lock_timeout (noWait): SQLSTATE 55P03, lock_not_available.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
 
 // classify tells what a failed write means for what is stored. PostgreSQL's

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/sessions"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsession/pgsession"
 )
@@ -213,5 +214,85 @@ func TestCloseIsBoundedByTheWriteTimeout(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("the blocked Save: %v; want the write timeout", err)
+	}
+}
+
+// insertUncommitted takes the session id's row away, as an administrator's
+// DELETE would, and inserts its key again in a transaction that stays open
+// until cleanup.
+func insertUncommitted(t *testing.T, table, id string) {
+	t.Helper()
+	ctx := context.Background()
+	tbl := pgx.Identifier{table}.Sanitize()
+	if _, err := testDB.pool.Exec(ctx, "DELETE FROM "+tbl+" WHERE key_hash = sha256(decode($1, 'base64'))", base64Std(id)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, "INSERT INTO "+tbl+" (key_hash, data, expires_at) VALUES (sha256(decode($1, 'base64')), '\\x', now() + interval '1 hour')",
+		base64Std(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUncommittedInsertDelaysOnlyItsOwnSession: a key another transaction
+// inserted and has not committed, which FOR UPDATE SKIP LOCKED cannot see,
+// delays only that session's Save too: it waits holding no connection
+// (here the pool's only one), and at its deadline says it wrote nothing.
+func TestUncommittedInsertDelaysOnlyItsOwnSession(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	pcfg, err := pgxpool.ParseConfig(testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 1
+	pool := newPoolConfig(t, pcfg)
+	s := newStore(t, pool, cfg)
+	sess, _ := login(t, s, map[any]any{"n": 0})
+	other, _ := login(t, s, map[any]any{"n": 0})
+	insertUncommitted(t, cfg.Table, sess.ID)
+
+	sess.Values["n"] = 1
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		took, err := saveWithin(s, sess, time.Second)
+		done <- result{took, err}
+	}()
+	waitFor(t, "the write to wait", func() bool { return s.Stats().LockWaits == 1 })
+	other.Values["n"] = 1
+	if took, err := saveWithin(s, other, 2*time.Second); err != nil || took > 500*time.Millisecond {
+		t.Errorf("other session's Save: %v after %v; want success within 500ms", err, took)
+	}
+	r := <-done
+	if !errors.Is(r.err, context.DeadlineExceeded) || r.took > 1500*time.Millisecond {
+		t.Fatalf("Save of the inserted key: %v after %v; want a deadline error within 1.5s", r.err, r.took)
+	}
+	if errors.Is(r.err, pgsession.ErrUncertain) || !strings.Contains(r.err.Error(), "nothing written") {
+		t.Fatalf("Save of the inserted key: %v; every try failed on the lock, so it should say nothing was written", r.err)
+	}
+	// The lock timeout was the statements' own: the pool's only connection,
+	// which ran all of them, has its session's setting back.
+	var got, want string
+	if err := pool.QueryRow(context.Background(), "SHOW lock_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if err := testDB.pool.QueryRow(context.Background(), "SHOW lock_timeout").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("lock_timeout after the writes: %q, want the session's %q", got, want)
 	}
 }

@@ -330,9 +330,9 @@ const rawOrigin = "rawfloor"
 // session's data, and a plain upsert of the row (new data, a new expiry,
 // the version bumped), with or without pg_notify (in the same statement,
 // as pgsession sends it). It is the least a store that notifies must do,
-// not pgsession's own statement, which also looks for a row lock held
-// elsewhere (SKIP LOCKED) and keeps the stored expiry while it is within
-// the refresh lag. The floor sets a new expires_at on every write, and
+// not pgsession's own statement, which also bounds its lock waits (a
+// lock_timeout of its own transaction) and keeps the stored expiry while
+// it is within the refresh lag. The floor sets a new expires_at on every write, and
 // that column is indexed, so none of its updates can be HOT.
 func rawStatements(table string, notify bool) (load, upsert string) {
 	t := pgx.Identifier{table}.Sanitize()
