@@ -20,7 +20,8 @@ type keyHash = [32]byte
 // without a lock.
 //
 // Its fields are ordered so that the two bools share one word: an entry is
-// 96 bytes on 64-bit platforms (TestEntrySize), counted in entryOverhead.
+// 88 bytes on 64-bit platforms (TestEntrySize), so that golang-lru's list
+// element holding it is 144 bytes, a size class, counted in entryOverhead.
 type entry struct {
 	data     []byte   // encoded values, exactly as stored; never modified
 	version  int64    // the row version when data was read or written
@@ -28,7 +29,7 @@ type entry struct {
 	lastUsed int64    // cache-clock ns of the last read or write here
 	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
 	filled   int64    // cache-clock ns from which data is known to be the row's: written, loaded or refreshed here (MaxStale)
-	rest     [24]byte // the key hash after its first 8 bytes, which key the LRU
+	rest     [16]byte // the key hash's next 16 bytes after the 8 that key the LRU (see split)
 	dead     bool     // a tombstone: the session was logged out at version
 	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
@@ -133,9 +134,15 @@ func (c *cache) newEntry(data []byte, version int64, deadline, now time.Time) en
 	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: t, touched: t, filled: t}
 }
 
-// split returns the LRU key of k and the rest of it.
-func split(k keyHash) (uint64, [24]byte) {
-	return binary.LittleEndian.Uint64(k[:8]), [24]byte(k[8:])
+// split returns the LRU key of k, its first 8 bytes, and the next 16,
+// which the entry keeps to tell k from another key with the same first 8.
+// An entry is taken for k when 24 bytes of the SHA-256 agree (and the
+// stripe, chosen by its last byte): two tokens of random 32 bytes whose
+// hashes share 192 bits are as unlikely as the tokens being equal, and
+// only this store's tokens reach the cache (a cookie must verify). The
+// database always matches the whole hash.
+func split(k keyHash) (uint64, [16]byte) {
+	return binary.LittleEndian.Uint64(k[:8]), [16]byte(k[8:24])
 }
 
 func (c *cache) stripe(k keyHash) *stripe { return &c.stripes[uint64(k[31])&c.mask] }

@@ -105,6 +105,16 @@ func StartPurger(s *Store, interval time.Duration, after func(time.Duration) <-c
 }
 
 // QueuedWrites returns how many writes wait behind a commit in flight.
+// CommitBusy reports whether s's committer has a commit in flight.
+func CommitBusy(s *Store) bool {
+	if s.commits == nil {
+		return false
+	}
+	s.commits.mu.Lock()
+	defer s.commits.mu.Unlock()
+	return s.commits.busy
+}
+
 func QueuedWrites(s *Store) int {
 	if s.commits == nil {
 		return 0

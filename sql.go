@@ -398,7 +398,10 @@ func tombstone(t, where string) string {
 // ($5 keys), and one notification per notifyItemsPerPayload sessions ($6
 // channel, $7 prefix), all in the statement's one transaction. Rows that
 // another transaction holds are skipped, not waited for, so that one
-// locked session cannot stall the others' writes. It returns per key the
+// locked session cannot stall the others' writes; a key another
+// transaction inserted and has not committed, which SKIP LOCKED cannot
+// see, fails the statement on its lock timeout (noWait), having written
+// nothing, and the batch is retried write by write. It returns per key the
 // version written and the remaining lifetime; version 0 for a delete, -1
 // for a skipped row and userChanged for a row live with another user. A
 // key with no row was an upsert that met a tombstone, or a delete of
@@ -417,7 +420,7 @@ func batchSQL(t string, f writeShape) string {
 			INSERT INTO ` + t + ` AS s (key_hash, data, expires_at, user_id, client_ip, user_agent, last_seen)
 			SELECT u.key_hash, u.data, ` + keptExpiry(`o.expires_at`, next, `u.lag`) + `, u.user_id, u.client_ip, u.user_agent, now()
 			FROM u LEFT JOIN ` + t + ` o ON o.key_hash = u.key_hash AND NOT o.deleted AND o.expires_at > now()
-			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + `
+			WHERE u.key_hash NOT IN (SELECT key_hash FROM busy) AND ` + storeWrite + ` AND ` + noWait + `
 			` + onConflict(f, `excluded.expires_at`) + `
 			RETURNING s.key_hash, s.version, ` + remainingUS + ` AS remaining),
 		ts AS (` + tombstone(t, `key_hash = ANY($5::bytea[]) AND key_hash IN (SELECT key_hash FROM lk)`) + `),
@@ -425,7 +428,7 @@ func batchSQL(t string, f writeShape) string {
 			SELECT key_hash, version, remaining FROM w
 			UNION ALL SELECT key_hash, 0, 0 FROM ts),
 		n AS (
-			SELECT pg_notify($6, $7 || string_agg(encode(key_hash, 'hex') || ':' || version, ' '))
+			SELECT pg_notify($6, $7 || string_agg(encode(key_hash, 'hex') || ':' || version, ' ') || ` + lockRestore + `)
 			FROM (SELECT key_hash, version, (row_number() OVER () - 1) / ` + fmt.Sprint(notifyItemsPerPayload) + ` AS chunk FROM ` + notified + `) x
 			GROUP BY chunk)
 		SELECT a.key_hash, a.version, a.remaining FROM a, (SELECT count(*) FROM n) c

@@ -296,3 +296,63 @@ func TestUncommittedInsertDelaysOnlyItsOwnSession(t *testing.T) {
 		t.Fatalf("lock_timeout after the writes: %q, want the session's %q", got, want)
 	}
 }
+
+// TestUncommittedInsertDoesNotStallABatch: a key another transaction
+// inserted and has not committed delays only its own session's Save, also
+// when that Save is group-committed with others (MaxBatch > 1, the
+// default): the batch statement fails on its lock timeout and is retried
+// write by write (found by a second reader: the batch used to wait for the
+// inserter's commit, and every Save in and behind it with it).
+func TestUncommittedInsertDoesNotStallABatch(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.WriteTimeout = 5 * time.Second
+	pcfg, err := pgxpool.ParseConfig(testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 1
+	pool := newPoolConfig(t, pcfg)
+	s := newStore(t, pool, cfg)
+	a, _ := login(t, s, map[any]any{"n": 0})
+	b, _ := login(t, s, map[any]any{"n": 0})
+	c, _ := login(t, s, map[any]any{"n": 0})
+	insertUncommitted(t, cfg.Table, a.ID)
+
+	// Hold the pool's only connection so that c's write keeps the
+	// committer busy while a's and b's queue up behind it: they go as one
+	// batch once the connection is free.
+	held, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Values["n"] = 1
+	cDone := make(chan error, 1)
+	go func() { _, err := saveWithin(s, c, 10*time.Second); cDone <- err }()
+	waitFor(t, "c's write to be committing", func() bool { return pgsession.CommitBusy(s) })
+	a.Values["n"], b.Values["n"] = 1, 1
+	aDone := make(chan error, 1)
+	go func() { _, err := saveWithin(s, a, 3*time.Second); aDone <- err }()
+	type result struct {
+		took time.Duration
+		err  error
+	}
+	bDone := make(chan result, 1)
+	go func() { took, err := saveWithin(s, b, 3*time.Second); bDone <- result{took, err} }()
+	waitFor(t, "a's and b's writes to queue", func() bool { return pgsession.QueuedWrites(s) == 2 })
+	held.Release()
+
+	if err := <-cDone; err != nil {
+		t.Fatalf("c: %v", err)
+	}
+	r := <-bDone
+	if r.err != nil || r.took > time.Second {
+		t.Fatalf("b's Save, batched with the Save of a key another transaction inserted: %v after %v; want success well within 1s", r.err, r.took)
+	}
+	if err := <-aDone; err == nil {
+		t.Fatal("a's Save succeeded while another transaction held its key")
+	}
+	if st := s.Stats(); st.BatchRetries == 0 {
+		t.Fatalf("no batch was retried write by write: %+v", st)
+	}
+}

@@ -59,13 +59,13 @@ type memoryResult struct {
 }
 
 // lruFloorEntry has the size and shape of the store's cache entry (the
-// root's entry struct: a []byte, three int64, a [24]byte and a bool, 80
+// root's entry struct: a []byte, five int64, a [16]byte and two bools, 88
 // bytes on 64-bit platforms).
 type lruFloorEntry struct {
-	data                        []byte
-	version, deadline, lastUsed int64
-	rest                        [24]byte
-	dead                        bool
+	data                                         []byte
+	version, deadline, lastUsed, touched, filled int64
+	rest                                         [16]byte
+	dead, capped                                 bool
 }
 
 // lruFloor returns the heap per entry of a simplelru.LRU[uint64,
