@@ -20,7 +20,7 @@ type keyHash = [32]byte
 // without a lock.
 //
 // Its fields are ordered so that the two bools share one word: an entry is
-// 88 bytes on 64-bit platforms (TestEntrySize), so that golang-lru's list
+// 80 bytes on 64-bit platforms (TestEntrySize), so that golang-lru's list
 // element holding it is 144 bytes, a size class, counted in entryOverhead.
 type entry struct {
 	data     []byte   // encoded values, exactly as stored; never modified
@@ -29,7 +29,7 @@ type entry struct {
 	lastUsed int64    // cache-clock ns of the last read or write here
 	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
 	filled   int64    // cache-clock ns from which data is known to be the row's: written, loaded or refreshed here (MaxStale)
-	rest     [16]byte // the key hash's next 16 bytes after the 8 that key the LRU (see split)
+	rest     [8]byte  // the key hash's next 8 bytes after the 8 that key the LRU (see split)
 	dead     bool     // a tombstone: the session was logged out at version
 	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
@@ -134,15 +134,15 @@ func (c *cache) newEntry(data []byte, version int64, deadline, now time.Time) en
 	return entry{data: data, version: version, deadline: c.at(deadline), lastUsed: t, touched: t, filled: t}
 }
 
-// split returns the LRU key of k, its first 8 bytes, and the next 16,
+// split returns the LRU key of k, its first 8 bytes, and the next 8,
 // which the entry keeps to tell k from another key with the same first 8.
-// An entry is taken for k when 24 bytes of the SHA-256 agree (and the
-// stripe, chosen by its last byte): two tokens of random 32 bytes whose
-// hashes share 192 bits are as unlikely as the tokens being equal, and
-// only this store's tokens reach the cache (a cookie must verify). The
-// database always matches the whole hash.
-func split(k keyHash) (uint64, [16]byte) {
-	return binary.LittleEndian.Uint64(k[:8]), [16]byte(k[8:24])
+// An entry is taken for k when 16 bytes of the SHA-256 agree (and the
+// stripe, chosen by its last byte): two of this store's tokens, random 32
+// bytes, whose hashes share 128 bits are as unlikely as a random UUID
+// repeating, and only this store's tokens reach the cache (a cookie must
+// verify). The database always matches the whole hash.
+func split(k keyHash) (uint64, [8]byte) {
+	return binary.LittleEndian.Uint64(k[:8]), [8]byte(k[8:16])
 }
 
 func (c *cache) stripe(k keyHash) *stripe { return &c.stripes[uint64(k[31])&c.mask] }

@@ -12,8 +12,8 @@ func TestEntrySize(t *testing.T) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		t.Skip("sizes are for 64-bit platforms")
 	}
-	if got := unsafe.Sizeof(entry{}); got != 88 {
-		t.Fatalf("entry is %d bytes, want 88: keep the bools together at its end (with golang-lru's list element around it, 144 bytes, a size class)", got)
+	if got := unsafe.Sizeof(entry{}); got != 80 {
+		t.Fatalf("entry is %d bytes, want 80: keep the bools together at its end (with golang-lru's list element around it, 144 bytes, a size class)", got)
 	}
 }
 

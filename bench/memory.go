@@ -59,12 +59,12 @@ type memoryResult struct {
 }
 
 // lruFloorEntry has the size and shape of the store's cache entry (the
-// root's entry struct: a []byte, five int64, a [16]byte and two bools, 88
+// root's entry struct: a []byte, five int64, an [8]byte and two bools, 80
 // bytes on 64-bit platforms).
 type lruFloorEntry struct {
 	data                                         []byte
 	version, deadline, lastUsed, touched, filled int64
-	rest                                         [16]byte
+	rest                                         [8]byte
 	dead, capped                                 bool
 }
 
