@@ -23,15 +23,15 @@ type keyHash = [32]byte
 // 80 bytes on 64-bit platforms (TestEntrySize), so that golang-lru's list
 // element holding it is 144 bytes, a size class, counted in entryOverhead.
 type entry struct {
-	data     []byte   // encoded values, exactly as stored; never modified
-	version  int64    // the row version when data was read or written
-	deadline int64    // cache-clock ns by which the row has surely expired
-	lastUsed int64    // cache-clock ns of the last read or write here
-	touched  int64    // cache-clock ns of the last write, load or touch here (IdleTimeout)
-	filled   int64    // cache-clock ns from which data is known to be the row's: written, loaded or refreshed here (MaxStale)
-	rest     [8]byte  // the key hash's next 8 bytes after the 8 that key the LRU (see split)
-	dead     bool     // a tombstone: the session was logged out at version
-	capped   bool     // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
+	data     []byte  // encoded values, exactly as stored; never modified
+	version  int64   // the row version when data was read or written
+	deadline int64   // cache-clock ns by which the row has surely expired
+	lastUsed int64   // cache-clock ns of the last read or write here
+	touched  int64   // cache-clock ns of the last write, load or touch here (IdleTimeout)
+	filled   int64   // cache-clock ns from which data is known to be the row's: written, loaded or refreshed here (MaxStale)
+	rest     [8]byte // the key hash's next 8 bytes after the 8 that key the LRU (see split)
+	dead     bool    // a tombstone: the session was logged out at version
+	capped   bool    // the row's expiry is its session's absolute end (AbsoluteTimeout): no refresh extends it
 }
 
 // entryOverhead is what an entry costs beyond its data, counted against
