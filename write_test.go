@@ -250,12 +250,7 @@ func insertUncommitted(t *testing.T, table, id string) {
 func TestUncommittedInsertDelaysOnlyItsOwnSession(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	pcfg, err := pgxpool.ParseConfig(testDB.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.MaxConns = 1
-	pool := newPoolConfig(t, pcfg)
+	pool := singleConnPool(t)
 	s := newStore(t, pool, cfg)
 	sess, _ := login(t, s, map[any]any{"n": 0})
 	other, _ := login(t, s, map[any]any{"n": 0})
@@ -307,12 +302,7 @@ func TestUncommittedInsertDoesNotStallABatch(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	cfg.WriteTimeout = 5 * time.Second
-	pcfg, err := pgxpool.ParseConfig(testDB.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.MaxConns = 1
-	pool := newPoolConfig(t, pcfg)
+	pool := singleConnPool(t)
 	s := newStore(t, pool, cfg)
 	a, _ := login(t, s, map[any]any{"n": 0})
 	b, _ := login(t, s, map[any]any{"n": 0})
@@ -355,4 +345,16 @@ func TestUncommittedInsertDoesNotStallABatch(t *testing.T) {
 	if st := s.Stats(); st.BatchRetries == 0 {
 		t.Fatalf("no batch was retried write by write: %+v", st)
 	}
+}
+
+// singleConnPool returns a pool of one connection to the test database,
+// closed at cleanup: a Save that held it would stall every other.
+func singleConnPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pcfg, err := pgxpool.ParseConfig(testDB.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 1
+	return newPoolConfig(t, pcfg)
 }
