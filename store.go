@@ -28,9 +28,9 @@ type Store struct {
 	pool     *pgxpool.Pool
 	cfg      Config
 	codecs   []securecookie.Codec
-	cache    *cache      // nil when disabled
-	memo     *cookieMemo // nil when the cache is disabled
-	attrs    atomic.Pointer[cookieAttrs]
+	cache    *cache                      // nil when disabled
+	memo     *cookieMemo                 // nil when the cache is disabled
+	attrs    atomic.Pointer[cookieAttrs] // the Set-Cookie attributes last rendered (writeCookie)
 	flight   flight
 	listener *listener  // nil when the cache is disabled
 	purger   *purger    // nil when automatic purging is off
