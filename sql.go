@@ -107,7 +107,9 @@ const userChanged = -2
 // users, a write that would change the row's user is refused too: login
 // renews the token (see Store.save). A row reused after it expired starts
 // a new session: created_at restarts. The expiry written is expiry, an
-// expression of the existing row s and of excluded.
+// expression of the existing row s and of excluded. It does not mark the
+// write (storeWrite): the INSERT's own WHERE has, before any row, and a
+// second set_config in the conflict rule cost every update about 13 µs.
 func onConflict(f writeShape, expiry string) string {
 	set := `data = excluded.data, expires_at = ` + expiry + `,
 		version = s.version + 1, updated_at = now(), deleted = false, last_seen = now(),
@@ -127,7 +129,7 @@ func onConflict(f writeShape, expiry string) string {
 	}
 	return `ON CONFLICT (key_hash) DO UPDATE
 	SET ` + set + `
-	WHERE ` + cond + ` AND ` + storeWrite
+	WHERE ` + cond
 }
 
 // refusedForUser selects, for the keys matching where that were not
