@@ -32,11 +32,12 @@ type Store struct {
 	memo     *cookieMemo                 // nil when the cache is disabled
 	attrs    atomic.Pointer[cookieAttrs] // the Set-Cookie attributes last rendered (writeCookie)
 	flight   flight
-	listener *listener  // nil when the cache is disabled
-	purger   *purger    // nil when automatic purging is off
-	commits  *committer // nil when batching is off (MaxBatch 1)
-	touches  *toucher   // nil without IdleTimeout
-	replica  *replica   // nil without ReadPool
+	listener *listener   // nil when the cache is disabled
+	purger   *purger     // nil when automatic purging is off
+	commits  *committer  // nil when batching is off (MaxBatch 1)
+	bound    *writeBound // Config.WriteTimeout's contexts; nil without one
+	touches  *toucher    // nil without IdleTimeout
+	replica  *replica    // nil without ReadPool
 
 	touchEvery int64 // cache-clock ns between touches of one session (IdleTimeout); 0: none
 
@@ -95,6 +96,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	s.replica = newReplica(cfg, pool, s.cache, &s.counters)
 	if cfg.MaxBatch > 1 {
 		s.commits = &committer{s: s, max: cfg.MaxBatch}
+	}
+	if cfg.WriteTimeout > 0 {
+		s.bound = newWriteBound(cfg.WriteTimeout)
 	}
 	if !cfg.SkipCreateTable {
 		if err := s.createTable(ctx); err != nil {
@@ -394,6 +398,9 @@ func (s *Store) Close() error {
 			s.listener.stop()
 		}
 		s.wg.Wait()
+		if s.bound != nil {
+			s.bound.close()
+		}
 	})
 	return nil
 }

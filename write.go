@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -171,12 +172,87 @@ func sentUncertain(ctx context.Context) error {
 }
 
 // writeContext bounds a write by Config.WriteTimeout, unless ctx ends
-// sooner or the timeout is off.
+// sooner or the timeout is off. The bound is a context the writes that
+// start within the same slot share (see writeBound), so that a write
+// arms no timer of its own: a context with a deadline makes the
+// runtime add a timer, often waking an idle thread to watch it, and the
+// writes of one request at a time paid several µs of wall time for it.
+// A ctx that can end (a server's request) is joined to the bound; one
+// that cannot (context.Background) is replaced by it.
 func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.cfg.WriteTimeout > 0 {
-		return context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	if s.cfg.WriteTimeout <= 0 {
+		return ctx, func() {}
 	}
-	return context.WithCancel(ctx)
+	bound, deadline := s.bound.at(time.Now())
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		return ctx, func() {} // ends first: the bound adds nothing
+	}
+	if ctx.Done() == nil {
+		return bound, func() {}
+	}
+	joined, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(bound, func() { cancel(context.DeadlineExceeded) })
+	return joined, func() {
+		stop()
+		cancel(context.Canceled)
+	}
+}
+
+// writeBound hands out the contexts that bound writes by the write
+// timeout. Time is cut into slots of boundSlots-th of the timeout; every
+// write that starts within a slot shares one context, which ends a whole
+// timeout after the slot began. So a write gets at most the timeout and
+// at least all but one slot of it (at most a second less), and the store
+// keeps one timer per slot, not one per write.
+type writeBound struct {
+	timeout time.Duration
+	slot    time.Duration
+	mu      sync.Mutex // held to start a slot
+	cur     atomic.Pointer[boundSlot]
+}
+
+// boundSlot is the context of the writes that start before end.
+type boundSlot struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	end      time.Time // the slot's end
+	deadline time.Time // ctx's
+}
+
+// boundSlots is how many slots a write timeout spans, at least.
+const boundSlots = 32
+
+func newWriteBound(timeout time.Duration) *writeBound {
+	return &writeBound{timeout: timeout, slot: min(timeout/boundSlots, time.Second)}
+}
+
+// at returns the context of the writes starting at now (a reading of the
+// real clock), and its deadline.
+func (b *writeBound) at(now time.Time) (context.Context, time.Time) {
+	if c := b.cur.Load(); c != nil && now.Before(c.end) {
+		return c.ctx, c.deadline
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.cur.Load(); c != nil && now.Before(c.end) {
+		return c.ctx, c.deadline
+	}
+	// The slot's timer frees it at the deadline; close, once no write is
+	// under way, frees the last slot's at once.
+	deadline := now.Add(b.timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	b.cur.Store(&boundSlot{ctx: ctx, cancel: cancel, end: now.Add(b.slot), deadline: deadline})
+	return ctx, deadline
+}
+
+// close ends the current slot's context; call it once no write is under
+// way. A write that starts later gets a new slot.
+func (b *writeBound) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c := b.cur.Swap(nil); c != nil {
+		c.cancel()
+	}
 }
 
 // echoWait bounds how long a delete waits for its own notification.
