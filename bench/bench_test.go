@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,6 +201,19 @@ func TestScenarios(t *testing.T) {
 					if c == nil || c.Ops == 0 || !(c.median() > 0) {
 						t.Errorf("%s %s %s: no measurement", k.name, pl.name, op.name)
 					}
+				}
+			}
+		}
+		// Save changed against the floor, in alternating slices: one ratio
+		// per pair of slices, each a real measurement.
+		for _, pl := range payloads {
+			q := rep.Compare.pairs(pl.name)
+			if len(q) != p.compare.repeats*pairSlices {
+				t.Errorf("%s: %d paired Save changed ratios, want %d", pl.name, len(q), p.compare.repeats*pairSlices)
+			}
+			for _, x := range q {
+				if !(x > 0) || math.IsInf(x, 0) {
+					t.Errorf("%s: paired ratio %v", pl.name, x)
 				}
 			}
 		}

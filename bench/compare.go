@@ -89,6 +89,44 @@ type compareResult struct {
 	Cells    []*compareCell
 	Duration time.Duration
 	Repeats  int
+	// Paired holds, per payload, the ratios of pgsession's Save changed
+	// to the floor's (raw-pgx-notify), each from one pair of back-to-back
+	// slices (see pairSaveChanged).
+	Paired map[string][]float64 `json:",omitempty"`
+}
+
+// pairSlices is how many alternating slices of each store a round of the
+// paired Save changed holds: each slice lasts the cell's duration over it.
+const pairSlices = 5
+
+// pairSaveChanged times Save changed of a (pgsession) and of b (the floor)
+// in n pairs of slices of d each, back to back, a first in every other
+// pair, and returns each pair's ratio a/b. The cells of a round run a
+// store's four operations between the two stores' Save changed, a second
+// or more apart; on a shared machine the load changes within that, and a
+// ratio of the two cells' medians can move by a fifth from run to run. A
+// pair's two slices see the same load, so the median of the pairs' ratios
+// is the steadier number.
+func pairSaveChanged(n int, d time.Duration, a, b func() error) ([]float64, error) {
+	ratios := make([]float64, 0, n)
+	for i := range n {
+		var ta, tb timing
+		var err error
+		if i%2 == 0 {
+			if ta, err = timeSerial(d, a); err == nil {
+				tb, err = timeSerial(d, b)
+			}
+		} else {
+			if tb, err = timeSerial(d, b); err == nil {
+				ta, err = timeSerial(d, a)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		ratios = append(ratios, ta.nsPerOp()/tb.nsPerOp())
+	}
+	return ratios, nil
 }
 
 // cell returns the cell of store, payload and op, or nil.
@@ -110,6 +148,14 @@ func (r *compareResult) med(store, payload, op string) float64 {
 		return c.median()
 	}
 	return math.NaN()
+}
+
+// pairs returns the paired Save changed ratios of payload, or nil.
+func (r *compareResult) pairs(payload string) []float64 {
+	if r == nil {
+		return nil
+	}
+	return r.Paired[payload]
 }
 
 // compareRow is one store of one payload: its fixture and clients.
@@ -233,6 +279,27 @@ func comparePayload(ctx context.Context, e *env, o compareOptions, p payload, re
 				}
 			}
 		}
+	}
+	// Save changed against the floor, in alternating slices.
+	var ours, floor *compareRow
+	for _, r := range rows {
+		switch r.kind.name {
+		case "pgsession-cache":
+			ours = r
+		case "raw-pgx-notify":
+			floor = r
+		}
+	}
+	if ours != nil && floor != nil {
+		pr.printf("compare %s: Save changed and the floor's, alternating", p.name)
+		q, err := pairSaveChanged(o.repeats*pairSlices, o.duration/pairSlices, ours.serial.saveChanged, floor.serial.saveChanged)
+		if err != nil {
+			return fmt.Errorf("paired Save changed %s: %w", p.name, err)
+		}
+		if res.Paired == nil {
+			res.Paired = map[string][]float64{}
+		}
+		res.Paired[p.name] = q
 	}
 	// Allocations of one Get, once every round is done, each store alone.
 	for _, r := range rows {

@@ -148,8 +148,15 @@ func (r *report) computeGoals() {
 		q, ok = ratio(c.med("pgsession-cache", p.name, "Save unchanged"), hit)
 		add("Save unchanged vs cache-hit Get ("+size+")", "<= 2x", ok, fmtRatio(q), q <= 2, "")
 		q, ok = ratio(c.med("pgsession-cache", p.name, "Save changed"), c.med("raw-pgx-notify", p.name, "Save changed"))
-		add("Save changed vs raw upsert with pg_notify ("+size+")", "<= 1.1x", ok,
-			fmt.Sprintf("%s (%s vs %s)", fmtRatio(q), fmtNs(c.med("pgsession-cache", p.name, "Save changed")), fmtNs(c.med("raw-pgx-notify", p.name, "Save changed"))), q <= 1.1, "")
+		cells := fmt.Sprintf("%s (%s vs %s)", fmtRatio(q), fmtNs(c.med("pgsession-cache", p.name, "Save changed")), fmtNs(c.med("raw-pgx-notify", p.name, "Save changed")))
+		if pairs := c.pairs(p.name); len(pairs) > 0 {
+			// The goal is judged on the pairs: see pairSaveChanged.
+			q, ok = median(pairs), true
+			add("Save changed vs raw upsert with pg_notify ("+size+")", "<= 1.1x", ok,
+				fmt.Sprintf("%s, the median of %d pairs of alternating slices of %s (the cells' medians: %s)", fmtRatio(q), len(pairs), c.Duration/pairSlices, cells), q <= 1.1, "")
+		} else {
+			add("Save changed vs raw upsert with pg_notify ("+size+")", "<= 1.1x", ok, cells, q <= 1.1, "")
+		}
 		if a, b := c.cell("pgsession-cache", p.name, "Save changed"), c.cell("raw-pgx-notify", p.name, "Save changed"); a != nil && b != nil {
 			missed(fmt.Sprintf("Save runs the floor's statement plus %s more CPU per op in this process (%s vs %s: encoding, cookie signing, the cache update); the rest of the gap is the round trip's noise, so rerun before trusting it",
 				fmtNs(a.cpuMedian()-b.cpuMedian()), fmtNs(a.cpuMedian()), fmtNs(b.cpuMedian())))
