@@ -76,6 +76,9 @@ var (
 // explain adds what to look for to an error PostgreSQL gives for a write
 // when the cluster's notification queue is full.
 func explain(err error) error {
+	if err == nil {
+		return nil // before errors.As, whose target escapes
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "54000" && strings.Contains(strings.ToLower(pgErr.Message), "notif") {
 		return fmt.Errorf("%w: nothing was written; look for a session that LISTENs and is idle in a transaction "+

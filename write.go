@@ -125,6 +125,9 @@ func (s *Store) commitOne(ctx context.Context, op *writeOp, skip, poll bool) {
 // isLockTimeout reports whether err is a statement's failure to get a lock
 // within its lock_timeout (noWait): SQLSTATE 55P03, lock_not_available.
 func isLockTimeout(err error) bool {
+	if err == nil {
+		return false // before errors.As, whose target escapes
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
@@ -135,9 +138,12 @@ func isLockTimeout(err error) bool {
 // ended, or the connection broke, after the statement was sent): it may
 // have committed, ErrUncertain.
 func classify(ctx context.Context, err error) error {
+	if err == nil {
+		return nil // before errors.As, whose target escapes
+	}
 	var pgErr *pgconn.PgError
 	switch {
-	case err == nil || errors.Is(err, ErrDeleted) || errors.As(err, &pgErr):
+	case errors.Is(err, ErrDeleted) || errors.As(err, &pgErr):
 		return err
 	case pgconn.SafeToRetry(err):
 		if ctx.Err() != nil {
