@@ -211,7 +211,10 @@ type Config struct {
 	// one batch of Clear) whose request has no earlier deadline, and so
 	// bounds Close, which waits for writes under way. A write that runs out
 	// of it fails with context.DeadlineExceeded (and ErrUncertain if it had
-	// been sent). Default 30 seconds; negative means none.
+	// been sent). Writes share timers: those that start within 1/32 of the
+	// timeout (at most a second) of each other end together, so a write
+	// gets at most WriteTimeout and at least all but that slot of it.
+	// Default 30 seconds; negative means none.
 	WriteTimeout time.Duration
 
 	// MaxBatch is the largest number of writes (Saves and deletes) of this
