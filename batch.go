@@ -152,8 +152,9 @@ func (c *committer) run(batch []*writeOp) {
 // save queued after a delete of its session is refused with ErrDeleted, as
 // it would have been one batch later: a logout is never undone by a request
 // that loaded the session before it. A multi-row batch that fails is
-// retried write by write, each under a fresh write timeout, so one bad
-// write cannot fail the others; a batch that ran out of time is not
+// retried write by write, each under a write timeout of its own (retries
+// that start within one slot of the timeout share it: see writeBound), so
+// one bad write cannot fail the others; a batch that ran out of time is not
 // retried: its writes may have committed.
 func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	last := make(map[keyHash]*writeOp, len(batch))

@@ -183,8 +183,9 @@ func sentUncertain(ctx context.Context) error {
 // arms no timer of its own: a context with a deadline makes the
 // runtime add a timer, often waking an idle thread to watch it, and the
 // writes of one request at a time paid several µs of wall time for it.
-// A ctx that can end (a server's request) is joined to the bound; one
-// that cannot (context.Background) is replaced by it.
+// context.Background (a batch, a request made by httptest) is replaced by
+// the bound; any other ctx is joined to it (see joined), keeping its
+// values and its cancellation.
 func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.cfg.WriteTimeout <= 0 {
 		return ctx, func() {}
@@ -193,15 +194,38 @@ func (s *Store) writeContext(ctx context.Context) (context.Context, context.Canc
 	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
 		return ctx, func() {} // ends first: the bound adds nothing
 	}
-	if ctx.Done() == nil {
+	if ctx == context.Background() {
 		return bound, func() {}
 	}
-	joined, cancel := context.WithCancelCause(ctx)
+	c, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(bound, func() { cancel(context.DeadlineExceeded) })
-	return joined, func() {
+	return joined{c, deadline}, func() {
 		stop()
 		cancel(context.Canceled)
 	}
+}
+
+// joined is a request's context under a write bound: it ends when either
+// does, as context.WithDeadline would, but with no timer of its own. Its
+// Err is context.DeadlineExceeded when the bound ended it (pgx builds its
+// errors from Err, the store's from context.Cause: both say the write
+// timed out), and Deadline is the bound's, the sooner. Done, Value and
+// Cause are the embedded context's, a context.WithCancelCause of the
+// request's, so contexts derived from it (pgx's AfterFunc) attach to that
+// one's cancellation, without a goroutine.
+type joined struct {
+	context.Context
+	deadline time.Time
+}
+
+func (j joined) Deadline() (time.Time, bool) { return j.deadline, true }
+
+func (j joined) Err() error {
+	err := j.Context.Err()
+	if err != nil && errors.Is(context.Cause(j.Context), context.DeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
 }
 
 // writeBound hands out the contexts that bound writes by the write

@@ -80,7 +80,13 @@ func TestWriteContextJoinsARequestThatCanEnd(t *testing.T) {
 		t.Fatalf("the write timeout ended the write after %v, want about %v", took, timeout)
 	}
 	if err := context.Cause(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("the write ended with %v, want the write timeout", err)
+		t.Fatalf("the write ended with cause %v, want the write timeout", err)
+	}
+	if err := ctx.Err(); err != context.DeadlineExceeded {
+		t.Fatalf("the write ended with Err %v, want the write timeout (pgx reports Err)", err)
+	}
+	if d, ok := ctx.Deadline(); !ok || d.After(start.Add(timeout)) {
+		t.Fatalf("Deadline %v, %v; want the write timeout's", d.Sub(start), ok)
 	}
 	if req.Err() != nil {
 		t.Fatal("the write timeout ended the request itself")
@@ -91,6 +97,27 @@ func TestWriteContextJoinsARequestThatCanEnd(t *testing.T) {
 	if got, cancel := s.writeContext(short); got != short {
 		cancel()
 		t.Fatal("a request deadline sooner than the write timeout was wrapped")
+	}
+}
+
+// TestWriteContextKeepsValues: a context with values but no way to end
+// (context.WithoutCancel of a request's, a tracer's span) keeps them.
+func TestWriteContextKeepsValues(t *testing.T) {
+	const timeout = time.Second
+	s := &Store{cfg: Config{WriteTimeout: timeout}, bound: newWriteBound(timeout)}
+	type key struct{}
+	for _, parent := range []context.Context{
+		context.WithValue(context.Background(), key{}, "span"),
+		context.WithoutCancel(context.WithValue(context.Background(), key{}, "span")),
+	} {
+		ctx, cancel := s.writeContext(parent)
+		if ctx.Value(key{}) != "span" {
+			t.Errorf("the write's context lost the request's value")
+		}
+		if _, ok := ctx.Deadline(); !ok {
+			t.Errorf("the write's context has no deadline")
+		}
+		cancel()
 	}
 }
 

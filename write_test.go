@@ -222,29 +222,45 @@ func TestCloseIsBoundedByTheWriteTimeout(t *testing.T) {
 // TestWriteTimeoutBoundsAServersRequest: a request context that can be
 // canceled but has no deadline, as a server's is, still gets the write
 // timeout: a Save blocked on a locked row fails with
-// context.DeadlineExceeded about the timeout after it began, and the
-// request's own context is left alone.
+// context.DeadlineExceeded about the timeout after it began, whether it
+// writes the session (its error built from context.Cause) or only
+// refreshes its expiry (its error is pgx's, built from ctx.Err()), and
+// the request's own context is left alone.
 func TestWriteTimeoutBoundsAServersRequest(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	cfg.WriteTimeout = time.Second
-	s := newStore(t, newPool(t, testDB.url), cfg)
-	sess, _ := login(t, s, map[any]any{"n": 0})
-	lockRow(t, cfg.Table, sess.ID)
-	sess.Values["n"] = 1
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	start := time.Now()
-	err := s.Save(request(nil).WithContext(ctx), httptest.NewRecorder(), sess)
-	took := time.Since(start)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("the blocked Save: %v; want the write timeout", err)
-	}
-	if took < 900*time.Millisecond || took > 1500*time.Millisecond {
-		t.Fatalf("the blocked Save returned after %v with a 1s write timeout", took)
-	}
-	if ctx.Err() != nil {
-		t.Fatal("the write timeout canceled the request's context")
+	for _, tc := range []struct {
+		name    string
+		changed bool
+	}{{"changed", true}, {"refresh", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			cfg.WriteTimeout = time.Second
+			cfg.RefreshAfter = -1 // an unchanged Save refreshes the expiry
+			s := newStore(t, newPool(t, testDB.url), cfg)
+			sess, c := login(t, s, map[any]any{"n": 0})
+			if !tc.changed {
+				sess = get(t, s, c)
+			}
+			lockRow(t, cfg.Table, sess.ID)
+			if tc.changed {
+				sess.Values["n"] = 1
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			start := time.Now()
+			err := s.Save(request(c).WithContext(ctx), httptest.NewRecorder(), sess)
+			took := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("the blocked Save: %v; want the write timeout", err)
+			}
+			if took < 900*time.Millisecond || took > 1500*time.Millisecond {
+				t.Fatalf("the blocked Save returned after %v with a 1s write timeout", took)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("the write timeout canceled the request's context")
+			}
+		})
 	}
 }
 
