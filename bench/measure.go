@@ -174,6 +174,16 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// quantileOf returns the q-quantile of xs (nearest rank), or NaN.
+func quantileOf(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
 func medianDuration(ds []time.Duration) time.Duration {
 	xs := make([]float64, len(ds))
 	for i, d := range ds {
