@@ -172,3 +172,7 @@ func WithReplicaSample(cfg Config, d time.Duration) Config {
 // ReplicaSamples returns how many WAL positions s's ReadPool guard has
 // sampled.
 func ReplicaSamples(s *Store) int64 { return s.replica.samples.Load() }
+
+// SingleUpsert returns the statement of a single Save (the first try, with
+// the lock timeout) and the payload prefix of s's notifications.
+func SingleUpsert(s *Store) (sql, prefix string) { return s.sql.upsertNoWait, s.prefix }
