@@ -183,8 +183,8 @@ func sentUncertain(ctx context.Context) error {
 // arms no timer of its own: a context with a deadline makes the
 // runtime add a timer, often waking an idle thread to watch it, and the
 // writes of one request at a time paid several µs of wall time for it.
-// context.Background (a batch, a request made by httptest) is replaced by
-// the bound; any other ctx is joined to it (see joined), keeping its
+// context.Background or TODO (a batch, a request made by httptest) is
+// replaced by the bound; any other ctx is joined to it (see joined), keeping its
 // values and its cancellation.
 func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.cfg.WriteTimeout <= 0 {
@@ -194,7 +194,7 @@ func (s *Store) writeContext(ctx context.Context) (context.Context, context.Canc
 	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
 		return ctx, func() {} // ends first: the bound adds nothing
 	}
-	if ctx == context.Background() {
+	if ctx == context.Background() || ctx == context.TODO() {
 		return bound, func() {}
 	}
 	c, cancel := context.WithCancelCause(ctx)
@@ -212,7 +212,10 @@ func (s *Store) writeContext(ctx context.Context) (context.Context, context.Canc
 // timed out), and Deadline is the bound's, the sooner. Done, Value and
 // Cause are the embedded context's, a context.WithCancelCause of the
 // request's, so contexts derived from it (pgx's AfterFunc) attach to that
-// one's cancellation, without a goroutine.
+// one's cancellation, without a goroutine. A context derived from it
+// before the bound ends reports context.Canceled from its own Err, and
+// the bound (DeadlineExceeded) from context.Cause: pgx reads the Err of
+// the context it is given, this one, unless a tracer swaps it for a child.
 type joined struct {
 	context.Context
 	deadline time.Time
