@@ -72,29 +72,28 @@ func BenchmarkWriteFloor(b *testing.B) {
 			}
 		}
 	})
-	b.Run("statement", func(b *testing.B) {
-		k := newKey()
-		var n uint64
-		for b.Loop() {
-			n++
-			binary.LittleEndian.PutUint64(data, n)
-			var version, remaining int64
-			if err := testDB.pool.QueryRow(ctx, upsert, k, data, lifetime, lag, channel, prefix,
-				nil, nil, nil, nil).Scan(&version, &remaining); err != nil {
-				b.Fatal(err)
+	// upserts runs write, one statement, on a key of its own with new
+	// data each time.
+	upserts := func(write func(k, data []byte) error) func(b *testing.B) {
+		return func(b *testing.B) {
+			k := newKey()
+			var n uint64
+			for b.Loop() {
+				n++
+				binary.LittleEndian.PutUint64(data, n)
+				if err := write(k, data); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
-	})
-	b.Run("floor", func(b *testing.B) {
-		k := newKey()
-		var n uint64
-		for b.Loop() {
-			n++
-			binary.LittleEndian.PutUint64(data, n)
-			var version int64
-			if err := testDB.pool.QueryRow(ctx, floor, k, data, lifetime, channel, prefix).Scan(&version); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	}
+	b.Run("statement", upserts(func(k, data []byte) error {
+		var version, remaining int64
+		return testDB.pool.QueryRow(ctx, upsert, k, data, lifetime, lag, channel, prefix,
+			nil, nil, nil, nil).Scan(&version, &remaining)
+	}))
+	b.Run("floor", upserts(func(k, data []byte) error {
+		var version int64
+		return testDB.pool.QueryRow(ctx, floor, k, data, lifetime, channel, prefix).Scan(&version)
+	}))
 }
