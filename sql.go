@@ -314,9 +314,9 @@ func ifUsers(f writeShape, sql string) string {
 // when cond holds, marked by mark (storeWrite or storeWriteNoWait). It
 // keeps the row's expiry when that is at most the refresh lag before the
 // new one: expires_at is indexed, so an update that leaves it alone can be
-// a HOT update, touching neither the index nor a new page. No expiry passes the session's start plus the absolute
-// timeout. It returns the version and the row's remaining lifetime in
-// microseconds.
+// a HOT update, touching neither the index nor a new page. No expiry
+// passes the session's start plus the absolute timeout. It returns the
+// version and the row's remaining lifetime in microseconds.
 //
 // The expiry of an existing row is computed in the conflict rule, from
 // the row it locked (the newest version, where a read of the row before

@@ -184,8 +184,8 @@ func sentUncertain(ctx context.Context) error {
 // runtime add a timer, often waking an idle thread to watch it, and the
 // writes of one request at a time paid several µs of wall time for it.
 // context.Background or TODO (a batch, a request made by httptest) is
-// replaced by the bound; any other ctx is joined to it (see joined), keeping its
-// values and its cancellation.
+// replaced by the bound; any other ctx is joined to it (see joined),
+// keeping its values and its cancellation.
 func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.cfg.WriteTimeout <= 0 {
 		return ctx, func() {}
